@@ -1,0 +1,40 @@
+"""One syslog line per decision (facility authpriv, ident campus-mfa).
+
+Written straight to the syslog datagram socket named in the config, so tests can listen on
+their own socket. Callers pass facts only: never a code, a secret or a password.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from .config import AuditConfig
+
+AUTHPRIV = 10
+INFO, WARNING = 6, 4
+MAX_FIELD = 200
+
+
+def quote(value: object) -> str:
+    """A field as one printable, bounded token (user names can hold anything)."""
+    text = str(value)
+    if len(text) > MAX_FIELD:
+        text = text[:MAX_FIELD] + "..."
+    if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
+        return text
+    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+def audit(config: AuditConfig, *, user: str, service: str, source: object, outcome: str,
+          reason: str, warning: bool = False) -> None:
+    """Send the line; a missing syslog daemon must not turn a login into a failure."""
+    line = (f"user={quote(user)} service={quote(service)} source={quote(source)} "
+            f"outcome={outcome} reason={quote(reason)}")
+    priority = AUTHPRIV * 8 + (WARNING if warning else INFO)
+    message = f"<{priority}>campus-mfa[{os.getpid()}]: {line}".encode("utf-8", "replace")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(config.syslog_socket)
+            sock.send(message)
+    except OSError:
+        pass

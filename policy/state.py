@@ -1,0 +1,40 @@
+"""A user's MFA state as read from the directory; plain data, no I/O."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .totp import TotpParams
+
+
+@dataclass(frozen=True)
+class Token:
+    """An OATH-LDAP TOTP token entry and its counters."""
+
+    dn: str
+    secret: bytes
+    params: TotpParams
+    max_failures: int
+    last_step: int            # oathTOTPLastTimeStep: only codes of a later step are accepted
+    failures: int             # oathFailureCount: consecutive failures, reset on success
+    last_failure: int | None  # oathLastFailure as Unix seconds; the back-off counts from it
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the decision and the site need to know about one user."""
+
+    username: str
+    dn: str
+    groups: frozenset[str]    # DNs (lower case) of the groups the user is a member of
+    token: Token | None       # the linked token: 2-step verification is On
+
+    def in_group(self, group_dn: str) -> bool:
+        return group_dn.lower() in self.groups
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """The state could not be read; never to be mistaken for "not enrolled"."""
+
+    reason: str
+    user_unknown: bool = False  # no directory entry at all (or a name that cannot be one)

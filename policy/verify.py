@@ -1,0 +1,55 @@
+"""Checking one code against a token: lock-out, back-off, strict parsing, the window,
+replay, and the shared counters. The PAM module and the site both call verify_code, so a
+code used over SSH cannot be used again on the site, and failures count everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .directory import Directory
+from .state import Token
+from .totp import matching_step, parse_code
+
+# The first failures cost nothing (a conversation's worth of typos); each one after that
+# doubles the wait before the next code is even looked at: 1, 2, 4, 8 ... seconds.
+FREE_FAILURES = 3
+MAX_BACKOFF = 3600
+
+ACCEPTED, MISMATCH, REPLAYED, BACKOFF, LOCKED = (
+    "accepted", "mismatch", "replayed", "backoff", "locked")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str               # one of the names above
+    retry_at: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == ACCEPTED
+
+
+def backoff_until(token: Token) -> int | None:
+    """When the next code may be checked, or None if it may be checked now."""
+    if token.failures < FREE_FAILURES or token.last_failure is None:
+        return None
+    return token.last_failure + min(2 ** (token.failures - FREE_FAILURES), MAX_BACKOFF)
+
+
+def verify_code(directory: Directory, token: Token, text: str, now: float) -> Verdict:
+    """Check ``text`` against ``token`` and record the result in the directory."""
+    if token.failures >= token.max_failures:
+        return Verdict(LOCKED)
+    until = backoff_until(token)
+    if until is not None and now < until:
+        return Verdict(BACKOFF, retry_at=until)
+    code = parse_code(text, token.params.digits)
+    step = matching_step(token.secret, code, token.params, now) if code else None
+    if step is None:
+        directory.record_failure(token, now)
+        return Verdict(MISMATCH)
+    if step <= token.last_step or not directory.record_success(token, step, now):
+        # Already used here or on another host (possibly at this very moment).
+        directory.record_failure(directory.read_token(token.dn), now)
+        return Verdict(REPLAYED)
+    return Verdict(ACCEPTED)

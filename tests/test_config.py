@@ -1,0 +1,121 @@
+"""Configuration: a good file loads; every bad one names the file, the key and the problem."""
+from pathlib import Path
+
+import pytest
+
+from policy.config import ConfigError, load_config
+
+SHIPPED = Path(__file__).resolve().parent.parent / "packaging" / "campus-mfa.toml"
+
+GOOD = """
+[ldap]
+uris = ["ldap://127.0.0.1:3890", "ldaps://replica.example.edu"]
+base_dn = "dc=example,dc=edu"
+user_base = "ou=people,dc=example,dc=edu"
+user_filter = "(&(objectClass=inetOrgPerson)(uid={username}))"
+token_base = "ou=tokens,dc=example,dc=edu"
+role_group = "cn=mfa-users,ou=groups,dc=example,dc=edu"
+bind_dn = "cn=campus-mfa,ou=services,dc=example,dc=edu"
+bind_password_file = "/etc/campus-mfa/ldap.secret"
+start_tls = false
+ca_file = ""
+timeout = 3
+
+[policy]
+campus_networks = ["192.0.2.0/24", "2001:db8:c0::/48"]
+enforcement = "opt-in"
+required_groups = []
+on_directory_error = "deny"
+local_services = ["login", "su", "su-l", "sudo", "sudo-i"]
+
+[totp]
+issuer = "Example University"
+digits = 6
+period = 30
+algorithm = "SHA1"
+window = 1
+max_failures = 10
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "campus-mfa.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_documented_example_loads(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.ldap.uris == ("ldap://127.0.0.1:3890", "ldaps://replica.example.edu")
+    assert config.ldap.timeout == 3
+    assert config.policy.campus_networks == ("192.0.2.0/24", "2001:db8:c0::/48")
+    assert config.totp.max_failures == 10
+    assert config.web.first_factor == "ldap" and config.web.cookie_secure is True
+    with pytest.raises(AttributeError):
+        config.policy.enforcement = "required"  # frozen
+
+
+def test_the_shipped_config_fails_closed_until_campus_networks_are_set(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy\.campus_networks must list at least one"):
+        load_config(str(SHIPPED))
+    text = SHIPPED.read_text()
+    assert text.count("campus_networks = []") == 1
+    edited = write(tmp_path, text.replace("campus_networks = []",
+                                          'campus_networks = ["192.0.2.0/24"]'))
+    assert load_config(edited).policy.campus_networks == ("192.0.2.0/24",)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('timeout = 3', 'timeout = 3\ntimout = 4', r"unknown key ldap\.timout"),
+    ('[totp]', '[totpp]\n[totp]', r"unknown section \[totpp\]"),
+    ('bind_dn = "cn=campus-mfa,ou=services,dc=example,dc=edu"\n', '',
+     r"missing key ldap\.bind_dn"),
+    ('timeout = 3', 'timeout = "3"', r"ldap\.timeout must be an integer, got '3'"),
+    ('timeout = 3', 'timeout = 0', r"ldap\.timeout must be between 1 and 60 seconds, got 0"),
+    ('timeout = 3', 'timeout = 1.5', r"ldap\.timeout must be an integer"),
+    ('start_tls = false', 'start_tls = "no"', r"ldap\.start_tls must be true or false"),
+    ('uris = ["ldap://127.0.0.1:3890", "ldaps://replica.example.edu"]',
+     'uris = ["ldap://127.0.0.1:3890/"]', r"ldap\.uris must hold .* trailing slash"),
+    ('uris = ["ldap://127.0.0.1:3890", "ldaps://replica.example.edu"]', 'uris = []',
+     r"ldap\.uris must name at least one server"),
+    ('uris = ["ldap://127.0.0.1:3890", "ldaps://replica.example.edu"]',
+     'uris = "ldap://x"', r"ldap\.uris must be a list of strings"),
+    ('uid={username}', 'uid=%s', r"ldap\.user_filter must contain \{username\}"),
+    ('"192.0.2.0/24", ', '"192.0.2.0/33", ', r"policy\.campus_networks has an invalid network '192\.0\.2\.0/33'"),
+    ('"192.0.2.0/24", ', '"192.0.2.1/24", ', r"invalid network '192\.0\.2\.1/24'"),
+    ('"192.0.2.0/24", ', '"campus", ', r"invalid network 'campus'"),
+    ('"192.0.2.0/24", ', '"0.0.0.0/0", ', r"policy\.campus_networks must not contain 0\.0\.0\.0/0"),
+    ('"192.0.2.0/24", ', '"::/0", ', r"must not contain ::/0"),
+    ('campus_networks = ["192.0.2.0/24", "2001:db8:c0::/48"]', 'campus_networks = []',
+     r"policy\.campus_networks must list at least one network"),
+    ('enforcement = "opt-in"', 'enforcement = "always"', r"policy\.enforcement must be"),
+    ('on_directory_error = "deny"', 'on_directory_error = "open"',
+     r"policy\.on_directory_error must be"),
+    ('digits = 6', 'digits = 4', r"totp\.digits must be 6, 7 or 8"),
+    ('digits = 6', 'digits = true', r"totp\.digits must be an integer"),
+    ('period = 30', 'period = 5', r"totp\.period must be between"),
+    ('algorithm = "SHA1"', 'algorithm = "MD5"', r"totp\.algorithm must be one of"),
+    ('window = 1', 'window = 20', r"totp\.window must be between"),
+    ('max_failures = 10', 'max_failures = 1000', r"totp\.max_failures must be between 1 and 100"),
+    ('issuer = "Example University"', 'issuer = "A:B"', r"totp\.issuer"),
+    ('[totp]', '[web]\nfirst_factor = "kerberos"\n[totp]', r"web\.first_factor must be"),
+    ('[totp]', '[web]\ncookie_secure = 1\n[totp]', r"web\.cookie_secure must be true or false"),
+    ('[totp]', 'ldap = 1\n[totp]', r"\[ldap\] must be a table|unknown|cannot"),
+])
+def test_bad_values_name_file_and_key(tmp_path, old, new, message):
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(path + ":")
+
+
+def test_missing_section_missing_file_and_bad_syntax(tmp_path):
+    path = write(tmp_path, GOOD.split("[policy]")[0])
+    with pytest.raises(ConfigError, match=r"missing section \[policy\]"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"nonexistent\.toml: cannot read: No such file"):
+        load_config(str(tmp_path / "nonexistent.toml"))
+    broken = write(tmp_path, GOOD.replace("window = 1", "window = = 1"))
+    with pytest.raises(ConfigError, match=r"campus-mfa\.toml: not valid TOML: .*line \d+"):
+        load_config(broken)

@@ -1,0 +1,273 @@
+"""The directory layer against the real slapd: lookup, escaping, state, enrollment,
+compare-and-swap counters, errors, and verify_code on top of them."""
+import threading
+import time
+
+import ldap3
+import pytest
+
+from policy import devldap
+from policy.config import load_config, parse_config
+from policy.directory import Directory, DirectoryError, DirectoryUnavailable, EntryError, \
+    UserNotFound
+from policy.totp import TotpParams, code_at_step, new_secret
+from policy.verify import FREE_FAILURES, verify_code
+
+
+@pytest.fixture
+def config(slapd):
+    return load_config(slapd.config_path)
+
+
+@pytest.fixture
+def enrolled(config, fresh_user):
+    """A user with a linked token; returns (uid, secret)."""
+    uid, _ = fresh_user()
+    secret = new_secret()
+    with Directory(config.ldap, write=True) as writer:
+        dn = writer.create_pending_token(secret, TotpParams(), 10, time.time())
+        writer.link_token(writer.read_state(uid), dn, 0)
+    return uid, secret
+
+
+def admin(slapd):
+    conn = ldap3.Connection(ldap3.Server(slapd.uri, get_info=ldap3.NONE), slapd.admin_dn,
+                            slapd.admin_password, auto_bind=True)
+    return conn
+
+
+def test_demo_users_start_without_role_or_token(config):
+    with Directory(config.ldap) as directory:
+        for name in ("alice", "bob"):
+            state = directory.read_state(name)
+            assert state.dn == f"uid={name},ou=people,dc=example,dc=edu"
+            assert state.token is None
+            assert not state.in_group(config.ldap.role_group)
+
+
+@pytest.mark.parametrize("hostile", [
+    "alice*", "*", "*)(uid=*", "alice)(uid=bob", " alice", "alice ", "al ice", "alice\x00",
+    "alice\n", "x" * 257, "", "\\2a", "a\u200bb"])
+def test_hostile_usernames_never_load_anyone(config, hostile):
+    with Directory(config.ldap) as directory:
+        with pytest.raises(UserNotFound):
+            directory.read_state(hostile)
+
+
+def test_ambiguous_user_filter_is_an_error_not_a_user(slapd, config, tmp_path):
+    broad = parse_config({**_raw(config), "ldap": {**_raw(config)["ldap"],
+                          "user_filter": "(|(uid={username})(uid=bob))"}}, "x")
+    with Directory(broad.ldap) as directory:
+        with pytest.raises(EntryError, match="more than one"):
+            directory.read_state("alice")
+
+
+def test_pending_token_changes_nothing_until_linked(config, fresh_user):
+    uid, _ = fresh_user()
+    secret = new_secret()
+    with Directory(config.ldap, write=True) as writer:
+        dn = writer.create_pending_token(secret, TotpParams("SHA256", 8, 60, 2), 7, 1000.0)
+        assert writer.read_state(uid).token is None
+        token = writer.read_token(dn)
+        assert (token.secret, token.params, token.max_failures) == \
+            (secret, TotpParams("SHA256", 8, 60, 2), 7)
+        assert (token.last_step, token.failures, token.last_failure) == (0, 0, None)
+        writer.link_token(writer.read_state(uid), dn, 1234)
+    with Directory(config.ldap) as reader:
+        state = reader.read_state(uid)
+    assert state.token.dn == dn and state.token.last_step == 1234
+
+
+def test_replacing_a_token_deletes_the_old_one_and_disable_unlinks(config, enrolled):
+    uid, _ = enrolled
+    with Directory(config.ldap, write=True) as writer:
+        old = writer.read_state(uid).token
+        new = writer.create_pending_token(new_secret(), TotpParams(), 10, time.time())
+        writer.link_token(writer.read_state(uid), new, 5)
+        assert writer.read_state(uid).token.dn == new
+        with pytest.raises(EntryError, match="does not exist"):
+            writer.read_token(old.dn)
+        writer.unlink_token(writer.read_state(uid))
+        assert writer.read_state(uid).token is None
+        with pytest.raises(EntryError, match="does not exist"):
+            writer.read_token(new)
+
+
+def test_role_membership(config, fresh_user):
+    uid, _ = fresh_user()
+    with Directory(config.ldap, write=True) as writer:
+        dn = writer.read_state(uid).dn
+        writer.set_role(dn, True)
+        writer.set_role(dn, True)  # twice is fine
+        assert writer.read_state(uid).in_group(config.ldap.role_group)
+        writer.set_role(dn, False)
+        writer.set_role(dn, False)
+        assert not writer.read_state(uid).in_group(config.ldap.role_group)
+
+
+def test_service_dn_cannot_enroll(config, fresh_user):
+    with Directory(config.ldap) as reader:
+        with pytest.raises(DirectoryError, match="insufficientAccessRights"):
+            reader.create_pending_token(new_secret(), TotpParams(), 10, time.time())
+
+
+def test_success_is_compare_and_swap_exactly_one_of_twenty(config, enrolled):
+    uid, _ = enrolled
+    with Directory(config.ldap) as reader:
+        token = reader.read_state(uid).token
+    wins = []
+
+    def attempt():
+        with Directory(config.ldap) as directory:
+            wins.append(directory.record_success(token, 99, time.time()))
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 19 + [True]
+    with Directory(config.ldap) as reader:
+        assert reader.read_state(uid).token.last_step == 99
+
+
+def test_failures_count_under_concurrency_and_unlock(config, enrolled):
+    uid, _ = enrolled
+    with Directory(config.ldap) as reader:
+        token = reader.read_state(uid).token
+
+    def fail():
+        with Directory(config.ldap) as directory:
+            directory.record_failure(token, time.time())
+
+    threads = [threading.Thread(target=fail) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with Directory(config.ldap) as reader:
+        after = reader.read_state(uid).token
+        assert after.failures == 6 and after.last_failure is not None
+    with Directory(config.ldap, write=True) as writer:
+        writer.reset_failures(after.dn)
+        assert (writer.read_token(after.dn).failures,
+                writer.read_token(after.dn).last_failure) == (0, None)
+
+
+def test_verify_code_accepts_once_then_refuses_replay_and_older(config, enrolled):
+    uid, secret = enrolled
+    now = time.time()
+    step = int(now // 30)
+    with Directory(config.ldap) as directory:
+        token = directory.read_state(uid).token
+        code = code_at_step(secret, step, token.params)
+        assert verify_code(directory, token, code, now).outcome == "accepted"
+        token = directory.read_token(token.dn)
+        assert token.last_step == step and token.failures == 0
+        assert verify_code(directory, token, code, now).outcome == "replayed"
+        older = code_at_step(secret, step - 1, token.params)  # inside the window, but older
+        assert verify_code(directory, directory.read_token(token.dn), older, now).outcome \
+            == "replayed"
+        assert directory.read_token(token.dn).failures == 2
+
+
+def test_verify_code_backoff_then_lock(config, enrolled):
+    uid, secret = enrolled
+    now = time.time()
+    with Directory(config.ldap) as directory:
+        token = directory.read_state(uid).token
+        for _ in range(FREE_FAILURES):
+            token = directory.read_token(token.dn)
+            assert verify_code(directory, token, "000000x", now).outcome == "mismatch"
+        token = directory.read_token(token.dn)
+        verdict = verify_code(directory, token, code_at_step(secret, int(now // 30), token.params),
+                              token.last_failure)
+        assert verdict.outcome == "backoff" and verdict.retry_at == token.last_failure + 1
+        assert directory.read_token(token.dn).failures == FREE_FAILURES  # not even counted
+        later = now + 10_000
+        for _ in range(token.max_failures - FREE_FAILURES):
+            token = directory.read_token(token.dn)
+            assert verify_code(directory, token, "999999", later).outcome == "mismatch"
+            later += 10_000
+        token = directory.read_token(token.dn)
+        good = code_at_step(secret, int(later // 30), token.params)
+        assert verify_code(directory, token, good, later).outcome == "locked"
+
+
+def test_malformed_token_entries_are_errors(slapd, config, enrolled):
+    uid, _ = enrolled
+    with Directory(config.ldap) as reader:
+        dn = reader.read_state(uid).token.dn
+    conn = admin(slapd)
+    for changes, message in (
+            ({"oathTOTPLastTimeStep": [(ldap3.MODIFY_REPLACE, ["-5"])]}, "not a non-negative"),
+            ({"oathSecret": [(ldap3.MODIFY_REPLACE, [b"short"])]}, "shorter than 128 bits"),
+            ({"oathSecret": [(ldap3.MODIFY_DELETE, [])]}, "oathSecret must have exactly one")):
+        assert conn.modify(dn, changes), conn.result
+        with Directory(config.ldap) as reader:
+            with pytest.raises(EntryError, match=message):
+                reader.read_state(uid)
+    conn.unbind()
+
+
+def test_token_link_outside_token_base_is_refused(slapd, config, fresh_user):
+    uid, _ = fresh_user()
+    conn = admin(slapd)
+    assert conn.modify(f"uid={uid},ou=people,dc=example,dc=edu", {
+        "objectClass": [(ldap3.MODIFY_ADD, ["oathTOTPUser"])],
+        "oathTOTPToken": [(ldap3.MODIFY_ADD, ["uid=bob,ou=people,dc=example,dc=edu"])]})
+    conn.unbind()
+    with Directory(config.ldap) as reader:
+        with pytest.raises(EntryError, match="not under ou=tokens"):
+            reader.read_state(uid)
+
+
+def test_unreachable_directory_fails_within_the_timeout(config):
+    port = devldap.free_port()
+    dead = parse_config({**_raw(config), "ldap": {**_raw(config)["ldap"], "timeout": 1,
+                         "uris": [f"ldap://127.0.0.1:{port}", f"ldap://127.0.0.2:{port}"]}}, "x")
+    started = time.monotonic()
+    with Directory(dead.ldap) as directory:
+        with pytest.raises(DirectoryUnavailable):
+            directory.read_state("alice")
+    assert time.monotonic() - started < 5
+
+
+def test_failover_to_the_second_server(config):
+    port = devldap.free_port()
+    raw = _raw(config)
+    pool = parse_config({**raw, "ldap": {**raw["ldap"],
+                         "uris": [f"ldap://127.0.0.1:{port}"] + list(raw["ldap"]["uris"])}}, "x")
+    with Directory(pool.ldap) as directory:
+        assert directory.read_state("alice").username == "alice"
+
+
+def test_wrong_service_password_is_unavailable_and_says_no_password(config, tmp_path):
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_text("not-the-password\n")
+    raw = _raw(config)
+    bad = parse_config({**raw, "ldap": {**raw["ldap"], "bind_password_file": str(wrong)}}, "x")
+    with Directory(bad.ldap) as directory:
+        with pytest.raises(DirectoryUnavailable) as raised:
+            directory.read_state("alice")
+    assert "invalid credentials" in str(raised.value)
+    assert "not-the-password" not in str(raised.value)
+
+
+def test_check_password(config, fresh_user):
+    uid, password = fresh_user()
+    with Directory(config.ldap) as directory:
+        assert directory.check_password(uid, password) is True
+        assert directory.check_password(uid, password + "x") is False
+        assert directory.check_password(uid, "") is False
+        assert directory.check_password("nobody-" + uid, password) is False
+
+
+def _raw(config):
+    """The config as TOML-shaped dicts, to derive variants in tests."""
+    import dataclasses
+    out = {}
+    for section in ("ldap", "policy", "totp", "audit", "web"):
+        values = dataclasses.asdict(getattr(config, section))
+        out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return out
