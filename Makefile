@@ -1,6 +1,33 @@
+# campus-mfa. Run as root on Debian 12. The runtime is Debian's Python with Debian's
+# packages: everything here calls /usr/bin/python3, never the python3 first on PATH.
 PY := /usr/bin/python3
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: dev-ldap dev-ldap-stop
+# What the module, the site and the admin command need at run time.
+RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode python3-flask \
+	python3-flaskext.wtf python3-flask-limiter python3-pampy libpam-python gunicorn
+# What the demo adds: a throwaway directory and a PAM client.
+DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
+# What the test suite adds.
+TEST_DEBS := $(DEMO_DEBS) python3-pytest
+
+DEMO_PORT ?= 8080
+
+.PHONY: all deps-demo deps-test demo test dev-ldap dev-ldap-stop
+
+all: test
+
+deps-demo:
+	apt-get update -q >/dev/null || true
+	$(APT) $(DEMO_DEBS) >/dev/null
+
+deps-test:
+	apt-get update -q >/dev/null || true
+	$(APT) $(TEST_DEBS) >/dev/null
+
+# The whole suite. Skips count as failures (tests/conftest.py), so a missing part fails.
+test: deps-test
+	$(PY) -m pytest -rs
 
 # make dev-ldap DIR=/tmp/campus-ldap PORT=3891   (slapd keeps running in the background)
 dev-ldap:
@@ -11,3 +38,8 @@ dev-ldap:
 dev-ldap-stop:
 	@test -n "$(DIR)" || { echo "usage: make dev-ldap-stop DIR=/some/dir" >&2; exit 2; }
 	$(PY) -m policy.devldap stop --dir "$(DIR)"
+
+# A throwaway directory, the PAM service campus-mfa-demo and the enrollment site, in the
+# foreground; Ctrl-C stops and removes all of it.
+demo: deps-demo
+	@$(PY) -m policy.demo --port $(DEMO_PORT)

@@ -1,0 +1,25 @@
+"""campus-mfa: off-campus TOTP second factor for PAM, with an enrollment site.
+
+The Debian packages (packaging/debian) are the supported installation; this file lets a
+developer `pip install -e .` into a virtual environment.
+"""
+from setuptools import setup
+
+setup(
+    name="campus-mfa",
+    version="0.1.0",
+    description="Off-campus TOTP second factor for PAM, with an enrollment site",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=["policy", "pam_module", "enroll_web"],
+    package_data={
+        "policy": ["ldap/*.ldif", "ldap/README"],
+        "enroll_web": ["templates/*.html", "static/*"],
+    },
+    install_requires=[
+        # The versions Debian 12 ships; the .deb depends on Debian's packages instead.
+        "pyotp>=2.6", "ldap3>=2.9", "netaddr>=0.8", "qrcode>=7.4",
+        "Flask>=2.2", "Flask-WTF>=1.1", "Flask-Limiter>=3.3",
+    ],
+    entry_points={"console_scripts": ["campus-mfa = policy.cli:main"]},
+)

@@ -1,0 +1,110 @@
+"""The admin command against the real slapd, run as a separate process like a helpdesk would."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policy.totp import new_secret, to_base32, code_at_step, TotpParams
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(slapd, *args, stdin=None, config=None):
+    return subprocess.run(
+        ["/usr/bin/python3", "-m", "policy", "--config", config or slapd.config_path, *args],
+        cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_grant_status_import_unlock_reset_revoke(slapd, fresh_user):
+    uid, _ = fresh_user()
+    out = cli(slapd, "status", uid)
+    assert out.returncode == 0, out.stderr
+    assert "Multifactor Authentication role: no" in out.stdout
+    assert "2-step verification: Off" in out.stdout
+
+    assert cli(slapd, "grant-role", uid).returncode == 0
+    assert "Multifactor Authentication role: yes" in cli(slapd, "status", uid).stdout
+
+    secret = to_base32(new_secret())
+    imported = cli(slapd, "import", uid, "--secret", "-", stdin=secret + "\n")
+    assert imported.returncode == 0, imported.stderr
+    assert secret not in imported.stdout + imported.stderr
+    status = cli(slapd, "status", uid).stdout
+    assert "2-step verification: On" in status and "consecutive failures: 0 of 10" in status
+    again = cli(slapd, "import", uid, "--secret", secret)
+    assert again.returncode == 1 and "already has a token" in again.stderr
+
+    assert cli(slapd, "unlock", uid).returncode == 0
+    assert cli(slapd, "reset", uid).returncode == 0
+    assert "2-step verification: Off" in cli(slapd, "status", uid).stdout
+    off = cli(slapd, "reset", uid)
+    assert off.returncode == 1 and "already Off" in off.stderr
+
+    assert cli(slapd, "revoke-role", uid).returncode == 0
+    assert "Multifactor Authentication role: no" in cli(slapd, "status", uid).stdout
+
+
+def test_check_prints_the_decision_word_first(slapd, fresh_user, tmp_path):
+    uid, _ = fresh_user()
+    out = cli(slapd, "check", uid, "--from", "127.0.0.1")
+    assert out.stdout.startswith("exempt: campus source 127.0.0.1 matched 127.0.0.0/8")
+    out = cli(slapd, "check", uid, "--from", "203.0.113.7")
+    assert out.stdout.startswith("exempt: off-campus source 203.0.113.7; no token")
+    cli(slapd, "import", uid, "--secret", to_base32(new_secret()))
+    out = cli(slapd, "check", uid, "--from", "::ffff:203.0.113.7", "--service", "sshd")
+    assert out.stdout.startswith("code-required: off-campus source 203.0.113.7")
+    out = cli(slapd, "check", uid, "--from", "", "--service", "su")
+    assert out.stdout.startswith("exempt: local login")
+    out = cli(slapd, "check", "no-such-user", "--from", "203.0.113.7")
+    assert out.stdout.startswith("denied: ") and "no directory entry" in out.stdout
+
+
+def test_check_with_the_directory_down_is_the_pam_decision(slapd, tmp_path):
+    text = Path(slapd.config_path).read_text()
+    port = slapd.uri.rsplit(":", 1)[1]
+    dead = tmp_path / "dead.toml"
+    dead.write_text(text.replace(f":{port}", ":1"))
+    campus = cli(slapd, "check", "alice", "--from", "127.0.0.9", config=str(dead))
+    assert campus.stdout.startswith("exempt: campus source")
+    off = cli(slapd, "check", "alice", "--from", "203.0.113.7", config=str(dead))
+    assert off.stdout.startswith("denied: off-campus source 203.0.113.7; directory error")
+
+
+def test_errors_are_one_line_with_documented_exit_codes(slapd, tmp_path):
+    missing = cli(slapd, "status", "alice", config=str(tmp_path / "none.toml"))
+    assert missing.returncode == 3
+    assert missing.stderr.strip().splitlines() == [
+        f"campus-mfa: configuration error: {tmp_path / 'none.toml'}: cannot read: "
+        "No such file or directory"]
+    unknown = cli(slapd, "status", "nobody")
+    assert unknown.returncode == 1 and "no directory entry" in unknown.stderr
+    bad = cli(slapd, "import", "bob", "--secret", "not base32!")
+    assert bad.returncode == 1 and "--secret: the secret is not valid base32" in bad.stderr
+    usage = cli(slapd, "frobnicate")
+    assert usage.returncode == 2
+    text = Path(slapd.config_path).read_text()
+    port = slapd.uri.rsplit(":", 1)[1]
+    dead = tmp_path / "dead.toml"
+    dead.write_text(text.replace(f":{port}", ":1"))
+    down = cli(slapd, "status", "alice", config=str(dead))
+    assert down.returncode == 4 and down.stderr.startswith("campus-mfa: directory error:")
+
+
+def test_doctor_passes_on_the_fixture_and_reports_problems(slapd, fresh_user, tmp_path):
+    uid, password = fresh_user()
+    out = cli(slapd, "doctor", "--test-user", uid, stdin=password + "\n")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "FAIL" not in out.stdout
+    for expected in ("OATH-LDAP schema present", "anonymous sees 0 entries under ou=tokens",
+                     f"{uid} sees 0 entries under ou=tokens", "campus networks: 127.0.0.0/8, ::1/128"):
+        assert expected in out.stdout
+    wrong = cli(slapd, "doctor", "--test-user", uid, stdin="wrong\n")
+    assert wrong.returncode == 1
+    assert "FAIL search ou=tokens,dc=example,dc=edu as uid=" in wrong.stdout
+    overlapping = tmp_path / "overlap.toml"
+    overlapping.write_text(Path(slapd.config_path).read_text().replace(
+        '"127.0.0.0/8"', '"127.0.0.0/8", "127.0.0.0/16"'))
+    out = cli(slapd, "doctor", config=str(overlapping))
+    assert out.returncode == 1
+    assert "FAIL campus networks: 127.0.0.0/8, ::1/128 (entries overlap" in out.stdout
