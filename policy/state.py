@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .totp import TotpParams
+if TYPE_CHECKING:  # the campus path never loads the TOTP code
+    from .totp import TotpParams
 
 
 @dataclass(frozen=True)
