@@ -58,7 +58,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _bootstrap_ldif(root: Path, admin_password: str) -> str:
+def _bootstrap_ldif(root: Path, admin_password: str, tls_lines: str = "") -> str:
     """cn=config for slapadd -n0: Debian's layout and default ACL, own paths."""
     schemas = "".join(f"include: file:///etc/ldap/schema/{name}.ldif\n\n"
                       for name in ("core", "cosine", "nis", "inetorgperson"))
@@ -66,7 +66,7 @@ def _bootstrap_ldif(root: Path, admin_password: str) -> str:
 dn: cn=config
 objectClass: olcGlobal
 cn: config
-
+{tls_lines}
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
@@ -103,6 +103,24 @@ olcAccess: {{2}}to * by * read
 """
 
 
+def _make_tls(root: Path) -> str:
+    """A throwaway CA and a server certificate for 127.0.0.1; the cn=config lines using them."""
+    tls = root / "tls"
+    tls.mkdir(mode=0o700)
+    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=campus-mfa test CA", "-keyout", str(tls / "ca.key"),
+         "-out", str(tls / "ca.pem"))
+    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(tls / "server.key"), "-out", str(tls / "server.csr"))
+    (tls / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
+    _run("openssl", "x509", "-req", "-in", str(tls / "server.csr"), "-days", "2",
+         "-CA", str(tls / "ca.pem"), "-CAkey", str(tls / "ca.key"), "-CAcreateserial",
+         "-extfile", str(tls / "san.ext"), "-out", str(tls / "server.pem"))
+    return (f"olcTLSCACertificateFile: {tls / 'ca.pem'}\n"
+            f"olcTLSCertificateFile: {tls / 'server.pem'}\n"
+            f"olcTLSCertificateKeyFile: {tls / 'server.key'}\n")
+
+
 def _user_ldif(uid: str, password: str) -> str:
     return (f"dn: uid={uid},{PEOPLE_DN}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
             f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
@@ -125,7 +143,7 @@ def _tree_ldif(service_password: str, enroll_password: str) -> str:
 
 
 def _run(*args: str) -> None:
-    """Run a slap* tool; raise with its output if it fails."""
+    """Run a slap* or openssl command; raise with its output if it fails."""
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n"
@@ -143,7 +161,8 @@ def _toml_list(values: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
-def _write_config(root: Path, uri: str, campus_networks: tuple[str, ...]) -> Path:
+def _write_config(root: Path, uri: str, campus_networks: tuple[str, ...],
+                  tls: bool = False) -> Path:
     """Write DIR/campus-mfa.toml and its secret files; validate it with load_config."""
     from policy.config import load_config
 
@@ -162,6 +181,8 @@ bind_password_file = "{root / 'ldap.secret'}"
 write_bind_dn = "{ENROLL_DN}"
 write_bind_password_file = "{root / 'ldap-write.secret'}"
 timeout = 3
+start_tls = {"true" if tls else "false"}
+ca_file = "{root / 'tls' / 'ca.pem' if tls else ''}"
 
 [policy]
 campus_networks = {_toml_list(campus_networks)}
@@ -223,8 +244,11 @@ def _wait_until_up(port: int, uri: str, proc: subprocess.Popen, log: Path) -> No
 
 
 def start(dir: str, port: int,
-          campus_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")) -> DevLdap:
-    """Build a fresh directory in ``dir`` (which must not exist or be empty) and start slapd."""
+          campus_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+          tls: bool = False) -> DevLdap:
+    """Build a fresh directory in ``dir`` (which must not exist or be empty) and start slapd.
+    With ``tls``, slapd offers StartTLS with a certificate from a throwaway CA, and the
+    config uses it (start_tls = true, ca_file = DIR/tls/ca.pem)."""
     uri = f"ldap://127.0.0.1:{port}"
     if not _tcp_free(port):
         raise RuntimeError(f"127.0.0.1:{port} is already in use")
@@ -242,14 +266,15 @@ def start(dir: str, port: int,
     _write(root / "admin.secret", admin_password + "\n")
 
     conf = str(root / "slapd.d")
-    _write(root / "bootstrap.ldif", _bootstrap_ldif(root, admin_password))
+    tls_lines = _make_tls(root) if tls else ""
+    _write(root / "bootstrap.ldif", _bootstrap_ldif(root, admin_password, tls_lines))
     _run("slapadd", "-n0", "-F", conf, "-l", str(root / "bootstrap.ldif"))
     # The shipped files, applied as an admin would apply them with ldapmodify.
     _run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "otp-module.ldif"))
     _run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "acl.ldif"))
     _write(root / "tree.ldif", _tree_ldif(service_password, enroll_password))
     _run("slapadd", "-q", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
-    config_path = _write_config(root, uri, tuple(campus_networks))
+    config_path = _write_config(root, uri, tuple(campus_networks), tls)
 
     log = root / "slapd.log"
     with open(log, "wb") as out:
