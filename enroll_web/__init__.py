@@ -1,0 +1,126 @@
+"""The enrollment site: a Flask application that walks a user through the seed's screens
+(log in, Request a Role, 2 Factor Authentication Setup, Confirm) and writes MFA state only
+through policy/'s directory layer.
+
+Run it with ``gunicorn 'enroll_web:create_app()'``; the configuration is the one TOML file
+everything else reads (``CAMPUS_MFA_CONFIG`` if set, else /etc/campus-mfa/campus-mfa.toml).
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from datetime import timedelta
+
+from flask import Flask, Response, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, TooManyRequests
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from policy.config import DEFAULT_PATH, Config, ConfigError, load_config, read_secret_file
+from policy.directory import DirectoryError
+
+from .context import close_directory
+from .limits import limiter
+
+# No inline script or style anywhere; the QR code is inline SVG markup, which CSP does not
+# treat as a resource, so nothing more than 'self' is needed.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    # Pages show secrets (the key, the QR code) and personal state: never keep a copy.
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+csrf = CSRFProtect()
+
+
+def create_app(config: Config | str | None = None) -> Flask:
+    """Build the application from a Config, a path to the TOML file, or (None) the path
+    in ``CAMPUS_MFA_CONFIG`` / the default path. A bad config raises ConfigError at once."""
+    if not isinstance(config, Config):
+        config = load_config(config or os.environ.get("CAMPUS_MFA_CONFIG") or DEFAULT_PATH)
+    web = config.web
+
+    app = Flask(__name__)
+    app.config.update(
+        CAMPUS_MFA=config,
+        SECRET_KEY=read_secret_file(web.secret_key_file, "web.secret_key_file"),
+        SESSION_COOKIE_NAME="__Host-campus-mfa" if web.cookie_secure else "campus-mfa",
+        SESSION_COOKIE_SECURE=web.cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=web.session_lifetime),
+        WTF_CSRF_TIME_LIMIT=web.session_lifetime,
+        RATELIMIT_STORAGE_URI=web.rate_limit_storage,
+        RATELIMIT_HEADERS_ENABLED=False,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    if web.trusted_proxies:
+        # Exactly that many hops of X-Forwarded-For / -Proto are believed; with 0 the
+        # headers are ignored and REMOTE_ADDR is the client.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=web.trusted_proxies, x_proto=web.trusted_proxies)
+
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from . import auth, mfa, portal
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(portal.bp)
+    app.register_blueprint(mfa.bp)
+
+    app.teardown_appcontext(close_directory)
+    app.after_request(_add_security_headers)
+    _register_error_pages(app)
+    return app
+
+
+def _add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+def _register_error_pages(app: Flask) -> None:
+    """Every error is a plain page: no traceback, no form values, no secret."""
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(err: CSRFError) -> tuple[str, int]:
+        return render_template("error.html", title="Bad Request",
+                               message="The form has expired or was not sent by this site. "
+                                       "Go back, reload the page and try again."), 400
+
+    @app.errorhandler(TooManyRequests)
+    def too_many(err: TooManyRequests) -> tuple[str, int]:
+        return render_template("error.html", title="Too Many Attempts",
+                               message="Too many attempts from here. Wait a minute and "
+                                       "try again."), 429
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> tuple[str, int]:
+        return render_template("error.html", title=err.name,
+                               message=err.description or ""), err.code or 500
+
+    @app.errorhandler(DirectoryError)
+    @app.errorhandler(ConfigError)
+    def unavailable(err: Exception) -> tuple[str, int]:
+        # Directory and config messages are written to hold no secret; log them for admins.
+        app.logger.error("service unavailable: %s: %s", type(err).__name__, err)
+        return render_template("error.html", title="Service Unavailable",
+                               message="The service is unavailable. Try again later."), 503
+
+    @app.errorhandler(Exception)
+    def internal_error(err: Exception) -> tuple[str, int]:
+        # Only the type and where it happened: an exception's message or locals could
+        # quote a form value (a password, a code).
+        where = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+        place = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+        app.logger.error("internal error: %s%s", type(err).__name__, place)
+        return render_template("error.html", title="Internal Error",
+                               message="Something went wrong. Try again later."), 500
