@@ -9,7 +9,7 @@ RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode pytho
 # What the demo adds: a throwaway directory and a PAM client.
 DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
 # What the test suite adds.
-TEST_DEBS := $(DEMO_DEBS) python3-pytest
+TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools
 
 DEMO_PORT ?= 8080
 
@@ -43,3 +43,34 @@ dev-ldap-stop:
 # foreground; Ctrl-C stops and removes all of it.
 demo: deps-demo
 	@$(PY) -m policy.demo --port $(DEMO_PORT)
+
+# Debian packages (packaging/debian). `make deb` builds them in a throwaway copy of the
+# tree made like a clean clone (tracked and new files, nothing git ignores), with
+# packaging/debian as debian/, and leaves the .debs, .changes and .buildinfo in dist/.
+# `make deb-test` builds, lints, installs, exercises and purges them (tests/test_deb.py;
+# `make test` runs it too). It changes the machine while it runs and restores it after.
+DEB_BUILD_DEBS := debhelper dh-python python3-setuptools fakeroot lintian
+DIST := $(CURDIR)/dist
+
+.PHONY: deps-deb deb deb-test
+
+deps-deb:
+	apt-get update -q >/dev/null || true
+	$(APT) $(DEB_BUILD_DEBS) >/dev/null
+
+deb: deps-deb
+	@set -e; \
+	build=$$(mktemp -d /tmp/campus-mfa-deb.XXXXXX); trap 'rm -rf "$$build"' EXIT; \
+	src="$$build/campus-mfa"; mkdir "$$src"; \
+	git ls-files -z --cached --others --exclude-standard \
+		| tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$src"; \
+	rm -rf "$$src/debian"; cp -r "$$src/packaging/debian" "$$src/debian"; \
+	(cd "$$src" && dpkg-buildpackage -us -uc -b) >"$$build/build.log" 2>&1 \
+		|| { tail -40 "$$build/build.log" >&2; echo "make deb: build failed" >&2; exit 1; }; \
+	mkdir -p "$(DIST)"; \
+	rm -f "$(DIST)"/campus-mfa*_* "$(DIST)"/libpam-campus-mfa_*; \
+	cp "$$build"/*.deb "$$build"/*.changes "$$build"/*.buildinfo "$(DIST)/"; \
+	ls -l "$(DIST)"
+
+deb-test: deps-test deps-deb
+	$(PY) -m pytest -rs tests/test_deb.py
