@@ -9,11 +9,12 @@ RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode pytho
 # What the demo adds: a throwaway directory and a PAM client.
 DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
 # What the test suite adds.
-TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools
+TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
+	openssh-server openssh-client python3-pexpect iproute2
 
 DEMO_PORT ?= 8080
 
-.PHONY: all deps-demo deps-test demo test dev-ldap dev-ldap-stop
+.PHONY: all deps-demo deps-test deps-bench demo test bench dev-ldap dev-ldap-stop
 
 all: test
 
@@ -49,14 +50,16 @@ demo: deps-demo
 # packaging/debian as debian/, and leaves the .debs, .changes and .buildinfo in dist/.
 # `make deb-test` builds, lints, installs, exercises and purges them (tests/test_deb.py;
 # `make test` runs it too). It changes the machine while it runs and restores it after.
-DEB_BUILD_DEBS := debhelper dh-python python3-setuptools fakeroot lintian
+
+# What building, linting and checking them needs (systemd-analyze verifies the unit).
+DEB_BUILD_DEBS := debhelper dh-python python3-setuptools fakeroot lintian systemd
 DIST := $(CURDIR)/dist
 
 .PHONY: deps-deb deb deb-test
 
 deps-deb:
 	apt-get update -q >/dev/null || true
-	$(APT) $(DEB_BUILD_DEBS) >/dev/null
+	$(APT) -o DPkg::Lock::Timeout=300 $(DEB_BUILD_DEBS) >/dev/null
 
 deb: deps-deb
 	@set -e; \
@@ -74,3 +77,23 @@ deb: deps-deb
 
 deb-test: deps-test deps-deb
 	$(PY) -m pytest -rs tests/test_deb.py
+
+# Only the OpenSSH end-to-end scenarios (tests/test_ssh_e2e.py: network namespaces, a real
+# sshd and ssh client, issue 6); `make test` runs them too, with the rest of the suite.
+.PHONY: e2e
+e2e: deps-test
+	$(PY) -m pytest -rs tests/test_ssh_e2e.py
+
+# What the benchmark adds: the peers it is compared with, a load tool, the chart.
+BENCH_DEBS := $(DEMO_DEBS) libpam-google-authenticator libpam-oath wrk python3-matplotlib \
+	python3-requests
+
+deps-bench:
+	apt-get update -q >/dev/null || true
+	$(APT) $(BENCH_DEBS) >/dev/null
+
+# A login's cost beside pam_google_authenticator, pam_oath and an empty pam_python module,
+# plus concurrency, warm verifications and the site (docs/performance.md). Loopback only,
+# under 10 minutes; writes bench/out/report.md and bench/out/logins.png.
+bench: deps-bench
+	$(PY) bench/run.py
