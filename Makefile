@@ -27,7 +27,7 @@ deps-test:
 	$(APT) $(TEST_DEBS) >/dev/null
 
 # The whole suite. Skips count as failures (tests/conftest.py), so a missing part fails.
-test: deps-test
+test: deps-test deps-deb
 	$(PY) -m pytest -rs
 
 # make dev-ldap DIR=/tmp/campus-ldap PORT=3891   (slapd keeps running in the background)
