@@ -1,0 +1,399 @@
+"""Helpers for the PAM tests: real libpam + pam_python.so + pam_campus_mfa.py, driven by
+pamtester, against the session's throwaway slapd.
+
+A ``PamLab`` (the ``pam`` fixture) writes configs derived from the fixture's one, PAM service
+files in /etc/pam.d with unique names, listens on the syslog socket the configs name, and at
+teardown removes what it wrote and proves that no registered secret value (code, secret,
+password) reached a syslog line or pamtester's output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ldap3
+import pytest
+
+from policy import devldap
+from policy.config import load_config
+from policy.directory import Directory
+from policy.totp import TotpParams, code_at_step, new_secret, to_base32
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
+PAM_DIR = Path("/etc/pam.d")
+PYTHON = "/usr/bin/python3"
+
+CAMPUS_V4 = "192.0.2.0/24"
+CAMPUS_V6 = "2001:db8:c0::/48"
+CAMPUS_ADDRESS = "192.0.2.7"
+OFF_CAMPUS = "198.51.100.7"
+
+SUCCESS = "pamtester: successfully authenticated"
+AUTH_ERR = "pamtester: Authentication failure"
+UNAVAIL = "pamtester: Authentication service cannot retrieve authentication info"
+CODE_PROMPT = "Verification code: "
+MISMATCH = "The verification code does not match."
+UNAVAILABLE_MESSAGE = "The verification service is unavailable. Try again later."
+
+AUTHPRIV_INFO, AUTHPRIV_WARNING, AUTHPRIV_DEBUG = "<86>", "<84>", "<87>"
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+# -- TOTP codes from an independent implementation --------------------------------------
+
+def oathtool(secret_b32: str, at: float | None = None, *, digits: int = 6,
+             period: int = 30) -> str:
+    """The code oathtool computes for ``at`` (default now)."""
+    args = ["oathtool", "--totp", "-b", f"--digits={digits}", f"--time-step-size={period}s"]
+    if at is not None:
+        args += ["-N", f"@{int(at)}"]
+    done = subprocess.run([*args, secret_b32], capture_output=True, text=True, check=True,
+                          timeout=10)
+    return done.stdout.strip()
+
+
+# -- configuration ------------------------------------------------------------------------
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def dump_toml(data: dict[str, dict[str, Any]]) -> str:
+    return "".join(f"[{section}]\n" + "".join(f"{key} = {toml_value(value)}\n"
+                                                for key, value in table.items()) + "\n"
+                   for section, table in data.items())
+
+
+def parse_audit(line: str) -> dict[str, str]:
+    """The fields of one audit line, with quoted values unquoted."""
+    fields = {}
+    for key, value in _FIELD.findall(line.split(": ", 1)[1]):
+        if value.startswith('"'):
+            value = value[1:-1].replace('\\"', '"').encode("ascii").decode("unicode_escape")
+        fields[key] = value
+    return fields
+
+
+# -- syslog and LDAP stand-ins -------------------------------------------------------------
+
+class SyslogListener:
+    """A datagram socket bound where the config sends syslog lines; collects them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lines: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(path)
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.lines.append(data.decode("utf-8", "replace"))
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[str]:
+        """The lines once at least ``count`` arrived (datagrams are delivered promptly)."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.lines)
+
+    def audit_lines(self) -> list[str]:
+        return [line for line in self.lines if not line.startswith(AUTHPRIV_DEBUG)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+        Path(self.path).unlink(missing_ok=True)
+
+
+class Tripwire:
+    """A TCP port that counts connections. ``answer=False`` closes each at once (a broken
+    server); ``hang=True`` keeps it open and silent (a server that never answers)."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        self._hang = hang
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self.uri = f"ldap://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            if self._hang:
+                self._held.append(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+# -- running pamtester -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PamRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float
+
+    @property
+    def verdict(self) -> str:
+        """pamtester's one result line: the PAM result in words."""
+        found = re.findall(r"pamtester: [^\n]*", self.output)
+        assert len(found) == 1, self.output
+        return found[0]
+
+    @property
+    def prompts(self) -> int:
+        return self.stderr.count(CODE_PROMPT)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def pamtester_args(service: str, user: str, rhost: str | None,
+                   operation: str = "authenticate") -> list[str]:
+    args = ["pamtester"]
+    if rhost is not None:
+        args += ["-I", f"rhost={rhost}"]
+    return [*args, service, user, operation]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+def run_pamtester(service: str, user: str, rhost: str | None, answers: list[str] = (),
+                  *, env: dict[str, str] | None = None, operation: str = "authenticate",
+                  timeout: float = 30) -> PamRun:
+    started = time.monotonic()
+    done = subprocess.run(pamtester_args(service, user, rhost, operation),
+                          input="".join(a + "\n" for a in answers), capture_output=True,
+                          text=True, env=env or clean_env(), timeout=timeout, check=False)
+    return PamRun(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def service_name() -> str:
+    return f"campus-mfa-test-{secrets.token_hex(6)}"
+
+
+# -- the lab -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Enrolled:
+    uid: str
+    password: str
+    secret: bytes
+    token_dn: str
+    params: TotpParams
+
+    @property
+    def b32(self) -> str:
+        return to_base32(self.secret)
+
+    def code(self, at: float | None = None) -> str:
+        return oathtool(self.b32, at, digits=self.params.digits, period=self.params.period)
+
+    def wrong_code(self) -> str:
+        """A well-formed code that matches no step within three of now."""
+        now = int(time.time() // self.params.period)
+        near = {code_at_step(self.secret, step, self.params) for step in range(now - 3, now + 4)}
+        return next(c for c in (f"{n:0{self.params.digits}d}" for n in range(10, 99, 7))
+                    if c not in near)
+
+
+@dataclass
+class PamLab:
+    slapd: devldap.DevLdap
+    tmp_path: Path
+    fresh_user: Any
+    secret_values: set[str] = field(default_factory=set)  # must appear in no output
+    outputs: list[str] = field(default_factory=list)
+    _services: list[Path] = field(default_factory=list)
+    _closers: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Unix socket paths are limited to 108 bytes: keep the socket out of tmp_path.
+        self.sock_dir = tempfile.mkdtemp(prefix="cmfa-", dir="/tmp")
+        self.syslog = SyslogListener(os.path.join(self.sock_dir, "log"))
+        self.base = tomllib.loads(Path(self.slapd.config_path).read_text(encoding="utf-8"))
+        self.secret_values.update({self.slapd.secret("ldap.secret"), self.slapd.admin_password,
+                                   self.slapd.secret("ldap-write.secret")})
+
+    # configuration and services
+
+    def config(self, *, ldap_uri: str | None = None, **sections: dict[str, Any]) -> str:
+        """A config derived from the fixture's: our campus set and syslog socket, then
+        ``sections`` merged in (e.g. policy={"enforcement": "required"})."""
+        data = {section: dict(table) for section, table in self.base.items()}
+        data["policy"]["campus_networks"] = [CAMPUS_V4, CAMPUS_V6]
+        data["audit"]["syslog_socket"] = self.syslog.path
+        if ldap_uri is not None:
+            data["ldap"]["uris"] = [ldap_uri]
+        for section, changes in sections.items():
+            data.setdefault(section, {}).update(changes)
+        path = self.tmp_path / f"campus-mfa-{secrets.token_hex(4)}.toml"
+        path.write_text(dump_toml(data), encoding="utf-8")
+        return str(path)
+
+    def service(self, options: str = "", *, config: str | None = None,
+                stack: str | None = None, name: str | None = None) -> str:
+        """Write /etc/pam.d/campus-mfa-test-<hex> (or ``name`` from service_name());
+        ``stack`` replaces the default lines."""
+        name = name or service_name()
+        if stack is None:
+            config = config or self.config()
+            stack = (f"auth required pam_python.so {MODULE} config={config} {options}\n"
+                     "account required pam_permit.so\n")
+        path = PAM_DIR / name
+        self._services.append(path)
+        path.write_text(stack, encoding="utf-8")
+        return name
+
+    def tripwire(self, *, hang: bool = False) -> Tripwire:
+        wire = Tripwire(hang=hang)
+        self._closers.append(wire.close)
+        return wire
+
+    # users and tokens
+
+    def user(self) -> tuple[str, str]:
+        uid, password = self.fresh_user()
+        self.secret_values.add(password)
+        return uid, password
+
+    def enrolled(self, params: TotpParams = TotpParams(), max_failures: int = 10) -> Enrolled:
+        """A fresh user with a linked token, enrolled the way the site does it."""
+        uid, password = self.user()
+        secret = new_secret()
+        config = load_config(self.slapd.config_path)
+        with Directory(config.ldap, write=True) as directory:
+            dn = directory.create_pending_token(secret, params, max_failures, time.time())
+            directory.link_token(directory.read_state(uid), dn, 0)
+        self.secret_values.update({to_base32(secret), secret.hex(), str(secret)[2:-1]})
+        return Enrolled(uid, password, secret, dn, params)
+
+    def admin(self) -> ldap3.Connection:
+        return devldap.admin_connection(self.slapd)
+
+    def read(self, dn: str, *attributes: str) -> dict[str, list[bytes]]:
+        conn = self.admin()
+        try:
+            conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=list(attributes))
+            return dict(conn.response[0]["raw_attributes"])
+        finally:
+            conn.unbind()
+
+    def token(self, dn: str) -> dict[str, Any]:
+        """The counters of a token entry as the rootdn sees them."""
+        raw = self.read(dn, "oathTOTPLastTimeStep", "oathFailureCount", "oathLastFailure",
+                        "oathLastLogin")
+        one = {name: values[0].decode() for name, values in raw.items() if values}
+        return {"last_step": int(one["oathTOTPLastTimeStep"]),
+                "failures": int(one["oathFailureCount"]),
+                "last_failure": one.get("oathLastFailure"),
+                "last_login": one.get("oathLastLogin")}
+
+    def modify(self, dn: str, **values: list[Any]) -> None:
+        """Replace attributes as the rootdn (to corrupt or preset an entry)."""
+        conn = self.admin()
+        try:
+            assert conn.modify(dn, {name: [(ldap3.MODIFY_REPLACE, v)]
+                                    for name, v in values.items()}), conn.result
+        finally:
+            conn.unbind()
+
+    # running
+
+    def run(self, service: str, user: str, rhost: str | None, answers: list[str] = (),
+            **kwargs: Any) -> PamRun:
+        """pamtester once; its output joins what the teardown checks for secrets."""
+        self.secret_values.update(a for a in answers if a)
+        result = run_pamtester(service, user, rhost, answers, **kwargs)
+        self.outputs.append(result.output)
+        return result
+
+    def audit(self, count: int = 1) -> list[dict[str, str]]:
+        """The audit lines so far (waiting for ``count``), parsed."""
+        self.syslog.wait_for(count)
+        return [parse_audit(line) for line in self.syslog.audit_lines()]
+
+    def close(self) -> None:
+        for path in self._services:
+            path.unlink(missing_ok=True)
+        for closer in self._closers:
+            closer()
+        self.syslog.close()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def assert_no_secret_leaked(self) -> None:
+        # Past the "<pri>campus-mfa[pid]: " prefix, whose digits could hold a code by chance.
+        texts = [line.split(": ", 1)[1] for line in self.syslog.lines] + self.outputs
+        for value in self.secret_values:
+            if len(value) < 4:
+                continue
+            leaks = [text for text in texts if value in text]
+            assert leaks == [], f"a secret value reached output: {leaks}"
+
+
+@pytest.fixture
+def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any) -> Iterator[PamLab]:
+    lab = PamLab(slapd, tmp_path, fresh_user)
+    try:
+        yield lab
+        lab.assert_no_secret_leaked()
+    finally:
+        lab.close()

@@ -1,0 +1,319 @@
+"""The login story through real libpam + pam_python.so + pam_campus_mfa.py + slapd:
+campus sources, the code prompt, replay, throttling and the opt-in/required policy
+(issue 3, points 1-5, and the address forms)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from pamtest import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CODE_PROMPT, MISMATCH,
+                     OFF_CAMPUS, PYTHON, ROOT, SUCCESS, pam, pamtester_args,  # noqa: F401
+                     service_name)
+from policy import devldap
+from policy.login import LOCKED_MESSAGE, SET_UP_MESSAGE
+from policy.totp import TotpParams
+
+ON = "2-step verification is on"
+
+
+def gentime(now: float) -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(now))
+
+
+# -- 1. campus sources, and every address form ------------------------------------------
+
+CAMPUS_FORMS = [  # (id, PAM_RHOST, service is local, source in the audit line, reason)
+    ("campus-v4", "192.0.2.7", False, "192.0.2.7", "campus source 192.0.2.7 matched 192.0.2.0/24"),
+    ("campus-v6", "2001:db8:c0::5", False, "2001:db8:c0::5",
+     "campus source 2001:db8:c0::5 matched 2001:db8:c0::/48"),
+    ("mapped-campus-v4", "::ffff:192.0.2.7", False, "192.0.2.7",
+     "campus source 192.0.2.7 matched 192.0.2.0/24"),
+    ("zone-id", "2001:db8:c0::5%eth0", False, "2001:db8:c0::5",
+     "campus source 2001:db8:c0::5 matched 2001:db8:c0::/48"),
+    ("unset-local-service", None, True, "local", "local login without a source address"),
+    ("empty-local-service", "", True, "local", "local login without a source address"),
+]
+
+
+@pytest.mark.parametrize("rhost, local, source, reason",
+                         [form[1:] for form in CAMPUS_FORMS], ids=[f[0] for f in CAMPUS_FORMS])
+def test_campus_source_succeeds_without_prompt_or_directory(pam, rhost, local, source, reason):
+    wire = pam.tripwire()  # the "directory": any connection to it is counted
+    name = service_name()
+    config = pam.config(ldap_uri=wire.uri,
+                        policy={"local_services": [name] if local else ["login"]})
+    pam.service(config=config, name=name)
+    run = pam.run(name, "enrolled-or-not", rhost)
+    assert run.verdict == SUCCESS
+    assert run.prompts == 0 and run.stderr == ""
+    assert wire.connections == 0
+    assert pam.audit() == [{"user": "enrolled-or-not", "service": name, "source": source,
+                            "outcome": "success", "reason": reason}]
+    assert pam.syslog.lines[0].startswith(AUTHPRIV_INFO + "campus-mfa[")
+
+
+OFF_CAMPUS_FORMS = [  # (id, PAM_RHOST, source in the audit line)
+    ("off-campus-v4", "198.51.100.7", "198.51.100.7"),
+    ("mapped-off-campus-v4", "::ffff:198.51.100.7", "198.51.100.7"),
+    ("zone-id-off-campus", "fe80::1%eth0", "fe80::1"),
+    ("hostname", "campus.example.edu", "'campus.example.edu'"),
+    ("campus-lookalike-hostname", "192.0.2.7.example.net", "'192.0.2.7.example.net'"),
+    ("unknown", "UNKNOWN", "'UNKNOWN'"),
+    ("unset-non-local-service", None, "none"),
+    ("empty-non-local-service", "", "none"),
+    ("leading-zeros", "192.0.2.010", "'192.0.2.010'"),
+    ("trailing-space", "192.0.2.7 ", "'192.0.2.7 '"),
+    ("garbage", "192.0.2.7;x", "'192.0.2.7;x'"),
+]
+
+
+@pytest.mark.parametrize("rhost, source", [form[1:] for form in OFF_CAMPUS_FORMS],
+                         ids=[form[0] for form in OFF_CAMPUS_FORMS])
+def test_off_campus_source_asks_for_the_code(pam, rhost, source):
+    user = pam.enrolled()
+    service = pam.service()
+    run = pam.run(service, user.uid, rhost)  # no answer: the prompt gets end of input
+    assert run.verdict == AUTH_ERR
+    assert run.prompts == 1
+    assert pam.audit() == [{
+        "user": user.uid, "service": service, "source": source, "outcome": "failure",
+        "reason": f"off-campus source {source}; {ON}; no code entered"}]
+    assert pam.syslog.lines[0].startswith(AUTHPRIV_WARNING + "campus-mfa[")
+
+
+# -- 2. the code ---------------------------------------------------------------------------
+
+def test_correct_code_succeeds_and_updates_the_token(pam):
+    user = pam.enrolled()
+    pam.modify(user.token_dn, oathFailureCount=["2"], oathLastFailure=[gentime(time.time())])
+    service = pam.service()
+    now = time.time()
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code(now)])
+    after = time.time()
+    assert run.verdict == SUCCESS
+    assert run.stderr == CODE_PROMPT
+    token = pam.token(user.token_dn)
+    assert token["last_step"] == int(now // 30)  # advanced from 0 by compare-and-swap
+    assert token["failures"] == 0
+    assert gentime(now - 1) <= token["last_login"] <= gentime(after + 1)
+    assert pam.audit() == [{"user": user.uid, "service": service, "source": OFF_CAMPUS,
+                            "outcome": "success",
+                            "reason": f"off-campus source {OFF_CAMPUS}; {ON}; code accepted"}]
+
+
+def test_wrong_codes_reprompt_three_times_then_fail(pam):
+    user = pam.enrolled()
+    service = pam.service()
+    wrong = user.wrong_code()
+    run = pam.run(service, user.uid, OFF_CAMPUS, [wrong, "12345", "abcdef", user.code()])
+    assert run.verdict == AUTH_ERR
+    assert run.stderr == (CODE_PROMPT + MISMATCH + "\n") * 3 + "pamtester: Authentication failure\n"
+    assert pam.token(user.token_dn)["failures"] == 3
+    assert pam.token(user.token_dn)["last_step"] == 0  # the fourth line was never read
+    assert pam.audit() == [{
+        "user": user.uid, "service": service, "source": OFF_CAMPUS, "outcome": "failure",
+        "reason": f"off-campus source {OFF_CAMPUS}; {ON}; "
+                  "code refused (mismatch, mismatch, mismatch)"}]
+
+
+def test_wrong_then_correct_code_succeeds_in_one_conversation(pam):
+    user = pam.enrolled()
+    service = pam.service()
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code(), user.code()])
+    assert run.verdict == SUCCESS
+    assert run.stderr == CODE_PROMPT + MISMATCH + "\n" + CODE_PROMPT
+    assert pam.token(user.token_dn)["failures"] == 0
+
+
+def test_tries_option_sets_the_number_of_prompts(pam):
+    user = pam.enrolled()
+    service = pam.service("tries=2")
+    wrong = user.wrong_code()
+    run = pam.run(service, user.uid, OFF_CAMPUS, [wrong, wrong, user.code()])
+    assert run.verdict == AUTH_ERR
+    assert run.prompts == 2 and run.stderr.count(MISMATCH) == 2
+    assert pam.token(user.token_dn)["failures"] == 2
+
+
+def test_silent_flag_suppresses_messages_but_not_the_prompt(pam):
+    user = pam.enrolled()
+    service = pam.service("tries=1")
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code()],
+                  operation="authenticate(PAM_SILENT)")
+    assert run.verdict == AUTH_ERR
+    assert run.stderr == CODE_PROMPT + "pamtester: Authentication failure\n"
+
+
+# -- 3. replay -----------------------------------------------------------------------------
+
+def test_same_code_twice_is_refused_the_second_time(pam):
+    user = pam.enrolled()
+    service = pam.service("tries=1")
+    code = user.code()
+    assert pam.run(service, user.uid, OFF_CAMPUS, [code]).verdict == SUCCESS
+    step = pam.token(user.token_dn)["last_step"]
+    run = pam.run(service, user.uid, OFF_CAMPUS, [code])
+    assert run.verdict == AUTH_ERR
+    assert MISMATCH in run.stderr
+    assert pam.token(user.token_dn)["last_step"] == step
+    assert pam.audit(2)[1]["reason"] == (f"off-campus source {OFF_CAMPUS}; {ON}; "
+                                         "code refused (replayed)")
+
+
+def test_older_code_inside_the_window_is_refused(pam):
+    user = pam.enrolled()
+    service = pam.service("tries=1")
+    now = time.time()
+    assert pam.run(service, user.uid, OFF_CAMPUS, [user.code(now + 30)]).verdict == SUCCESS
+    assert pam.token(user.token_dn)["last_step"] == int(now // 30) + 1
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code(now)])  # inside the window
+    assert run.verdict == AUTH_ERR
+    assert pam.token(user.token_dn)["last_step"] == int(now // 30) + 1
+    assert pam.audit(2)[1]["reason"] == (f"off-campus source {OFF_CAMPUS}; {ON}; "
+                                         "code refused (replayed)")
+
+
+def test_twenty_concurrent_logins_with_one_code_succeed_once(pam):
+    user = pam.enrolled(max_failures=100)
+    service = pam.service("tries=1")
+    code = user.code()
+    pam.secret_values.add(code)
+    procs = [subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(20)]
+    outputs = [proc.communicate(code + "\n", timeout=60) for proc in procs]
+    pam.outputs.extend(out + err for out, err in outputs)
+    verdicts = [re.findall(r"pamtester: [^\n]*", out + err) for out, err in outputs]
+    assert sorted(v[0] for v in verdicts) == [AUTH_ERR] * 19 + [SUCCESS]
+    assert sorted(proc.returncode for proc in procs) == [0] + [1] * 19
+    lines = pam.audit(20)
+    assert sorted(line["outcome"] for line in lines) == ["failure"] * 19 + ["success"]
+    assert {line["reason"] for line in lines if line["outcome"] == "failure"} == {
+        f"off-campus source {OFF_CAMPUS}; {ON}; code refused (replayed)"}
+
+
+# -- 4. throttling ---------------------------------------------------------------------------
+
+BACKOFF = re.compile(r"Too many wrong verification codes\. Try again in ([0-9]+) seconds\.\n")
+
+
+def test_backoff_refuses_without_checking_the_code(pam):
+    user = pam.enrolled()
+    service = pam.service()
+    # Seven failures, the last one a moment ago: 2**(7-3) = 16 seconds to wait.
+    pam.modify(user.token_dn, oathFailureCount=["7"], oathLastFailure=[gentime(time.time())])
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
+    assert run.verdict == AUTH_ERR
+    assert run.prompts == 1
+    assert 10 <= int(BACKOFF.fullmatch(run.stderr.removeprefix(CODE_PROMPT).removesuffix(
+        "pamtester: Authentication failure\n")).group(1)) <= 16
+    token = pam.token(user.token_dn)
+    assert (token["last_step"], token["failures"]) == (0, 7)  # not checked, not counted
+    assert pam.audit()[0]["reason"].startswith(
+        f"off-campus source {OFF_CAMPUS}; {ON}; back-off, retry in ")
+
+
+def test_backoff_starts_from_a_failure_in_another_process(pam):
+    user = pam.enrolled()
+    service = pam.service("tries=1")
+    # Six failures long ago: no back-off now. One more failure starts a 16-second one.
+    pam.modify(user.token_dn, oathFailureCount=["6"], oathLastFailure=["20200101000000Z"])
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code()])
+    assert run.verdict == AUTH_ERR and MISMATCH in run.stderr
+    assert pam.token(user.token_dn)["failures"] == 7
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
+    assert run.verdict == AUTH_ERR
+    assert 10 <= int(BACKOFF.search(run.stderr).group(1)) <= 16
+    assert pam.token(user.token_dn)["last_step"] == 0
+
+
+def test_lockout_is_shared_by_hosts_and_refuses_a_correct_code_until_reset(pam):
+    user = pam.enrolled(max_failures=4)
+    host_a = pam.service("tries=1", config=pam.config())
+    host_b = pam.service("tries=1", config=pam.config())
+    # Three failures long ago: no back-off left, one more failure locks.
+    pam.modify(user.token_dn, oathFailureCount=["3"], oathLastFailure=["20200101000000Z"])
+    run = pam.run(host_a, user.uid, OFF_CAMPUS, [user.wrong_code()])
+    assert run.verdict == AUTH_ERR and MISMATCH in run.stderr
+    assert pam.token(user.token_dn)["failures"] == 4
+    run = pam.run(host_b, user.uid, OFF_CAMPUS, [user.code()])
+    assert run.verdict == AUTH_ERR
+    assert LOCKED_MESSAGE + "\n" in run.stderr
+    assert pam.token(user.token_dn)["last_step"] == 0
+    assert pam.audit(2)[1]["reason"] == f"off-campus source {OFF_CAMPUS}; {ON}; token locked"
+
+    # The helpdesk unlocks with the admin command; the correct code works again.
+    unlock = subprocess.run([PYTHON, "-m", "policy", "--config", pam.slapd.config_path,
+                             "unlock", user.uid], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert (unlock.returncode, unlock.stdout) == (0, f"{user.uid}: unlocked\n")
+    assert pam.token(user.token_dn)["failures"] == 0
+    assert pam.run(host_b, user.uid, OFF_CAMPUS, [user.code()]).verdict == SUCCESS
+
+
+def test_reset_by_the_helpdesk_turns_the_code_off(pam):
+    user = pam.enrolled()
+    service = pam.service()
+    reset = subprocess.run([PYTHON, "-m", "policy", "--config", pam.slapd.config_path,
+                            "reset", user.uid], cwd=ROOT, capture_output=True, text=True,
+                           timeout=30, check=False)
+    assert reset.returncode == 0, reset.stderr
+    run = pam.run(service, user.uid, OFF_CAMPUS)
+    assert run.verdict == SUCCESS and run.prompts == 0  # opt-in, and no token any more
+
+
+# -- 5. no token: opt-in or required -------------------------------------------------------
+
+def test_opt_in_user_without_token_passes_with_an_info_line(pam):
+    uid, _ = pam.user()
+    service = pam.service()
+    run = pam.run(service, uid, OFF_CAMPUS)
+    assert run.verdict == SUCCESS
+    assert run.prompts == 0 and run.stderr == ""
+    assert pam.audit() == [{
+        "user": uid, "service": service, "source": OFF_CAMPUS, "outcome": "success",
+        "reason": f"off-campus source {OFF_CAMPUS}; no token (2-step verification is off, "
+                  "opt-in)"}]
+    assert pam.syslog.lines[0].startswith(AUTHPRIV_INFO)
+
+
+def test_required_enforcement_refuses_user_without_token(pam):
+    uid, _ = pam.user()
+    service = pam.service(config=pam.config(policy={"enforcement": "required"}))
+    run = pam.run(service, uid, OFF_CAMPUS)
+    assert run.verdict == AUTH_ERR
+    assert run.stderr == SET_UP_MESSAGE + "\npamtester: Authentication failure\n"
+    assert pam.audit()[0]["reason"] == (f"off-campus source {OFF_CAMPUS}; "
+                                        "no token and enforcement = required")
+    # Campus logins of the same user are unaffected.
+    assert pam.run(service, uid, "192.0.2.9").verdict == SUCCESS
+
+
+def test_required_group_refuses_its_members_without_token(pam):
+    member, _ = pam.user()
+    other, _ = pam.user()
+    group = f"cn=staff-{member},ou=groups,{devldap.BASE_DN}"
+    conn = pam.admin()
+    assert conn.add(group, ["groupOfNames"], {"cn": f"staff-{member}",
+                                              "member": [f"uid={member},{devldap.PEOPLE_DN}"]})
+    conn.unbind()
+    service = pam.service(config=pam.config(policy={"required_groups": [group]}))
+    run = pam.run(service, member, OFF_CAMPUS)
+    assert run.verdict == AUTH_ERR
+    assert SET_UP_MESSAGE in run.stderr
+    assert pam.run(service, other, OFF_CAMPUS).verdict == SUCCESS
+    reasons = [line["reason"] for line in pam.audit(2)]
+    assert reasons == [
+        f"off-campus source {OFF_CAMPUS}; no token and member of required group {group}",
+        f"off-campus source {OFF_CAMPUS}; no token (2-step verification is off, opt-in)"]
+
+
+def test_enrolled_user_with_longer_codes(pam):
+    user = pam.enrolled(TotpParams(digits=8, period=30))
+    service = pam.service()
+    code = user.code()
+    assert len(code) == 8
+    assert pam.run(service, user.uid, OFF_CAMPUS, [code]).verdict == SUCCESS
