@@ -10,7 +10,6 @@ config=PATH, tries=N, combined, debug, syslog_socket=PATH.
 # No `from __future__ import annotations`: pam_python does not put this module in
 # sys.modules, and dataclasses needs it there to read string annotations.
 import os
-import socket
 import sys
 import traceback
 from dataclasses import dataclass
@@ -38,14 +37,13 @@ if not os.path.realpath(policy.__file__).startswith(ROOT + os.sep):
     # A host process imported some other `policy` first; pam_python fails the call.
     raise ImportError(f"the loaded policy package is not the one in {ROOT}")
 
-from policy.audit import AUTHPRIV, audit, quote  # noqa: E402
+from policy.audit import DEBUG, audit, quote, send_line  # noqa: E402
 from policy.config import DEFAULT_PATH, AuditConfig, ConfigError, load_config  # noqa: E402
 from policy.login import (FAILURE, SUCCESS, UNAVAILABLE, UNAVAILABLE_MESSAGE,  # noqa: E402
                           login)
 
 PASSWORD_PROMPT = "Password: "
 MAX_TRIES = 10
-DEBUG = 7
 
 
 @dataclass(frozen=True)
@@ -192,12 +190,5 @@ def where(err: BaseException, every_frame: bool = False) -> str:
 
 def debug(options: Options, sink: AuditConfig, text: str) -> None:
     """With the ``debug`` option, one authpriv.debug line; facts only, never a value typed."""
-    if not options.debug:
-        return
-    message = f"<{AUTHPRIV * 8 + DEBUG}>campus-mfa[{os.getpid()}]: debug: {text}"
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(sink.syslog_socket)
-            sock.send(message.encode("utf-8", "replace"))
-    except OSError:
-        pass
+    if options.debug:
+        send_line(sink, DEBUG, f"debug: {text}")

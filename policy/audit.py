@@ -11,7 +11,7 @@ import socket
 from .config import AuditConfig
 
 AUTHPRIV = 10
-INFO, WARNING = 6, 4
+DEBUG, INFO, WARNING = 7, 6, 4
 MAX_FIELD = 200
 
 
@@ -27,14 +27,18 @@ def quote(value: object) -> str:
 
 def audit(config: AuditConfig, *, user: str, service: str, source: object, outcome: str,
           reason: str, warning: bool = False) -> None:
-    """Send the line; a missing syslog daemon must not turn a login into a failure."""
-    line = (f"user={quote(user)} service={quote(service)} source={quote(source)} "
-            f"outcome={outcome} reason={quote(reason)}")
-    priority = AUTHPRIV * 8 + (WARNING if warning else INFO)
-    message = f"<{priority}>campus-mfa[{os.getpid()}]: {line}".encode("utf-8", "replace")
+    """The line for one decision."""
+    send_line(config, WARNING if warning else INFO,
+              f"user={quote(user)} service={quote(service)} source={quote(source)} "
+              f"outcome={outcome} reason={quote(reason)}")
+
+
+def send_line(config: AuditConfig, severity: int, text: str) -> None:
+    """One authpriv line; a missing syslog daemon must not turn a login into a failure."""
+    message = f"<{AUTHPRIV * 8 + severity}>campus-mfa[{os.getpid()}]: {text}"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.connect(config.syslog_socket)
-            sock.send(message)
+            sock.send(message.encode("utf-8", "replace"))
     except OSError:
         pass

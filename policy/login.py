@@ -107,7 +107,8 @@ def _finish(config: Config, evaluation: Evaluation, directory: object,
         for _ in range(1 if code is not None else tries):
             text = code if code is not None else conversation.ask(PROMPT)
             if text is None:
-                return LoginResult(FAILURE, f"{decision.reason}; no code entered")
+                refused = f"; code refused ({', '.join(refusals)})" if refusals else ""
+                return LoginResult(FAILURE, f"{decision.reason}{refused}; no code entered")
             verdict = verify_code(directory, token, text, clock())
             if verdict.accepted:
                 return LoginResult(SUCCESS, f"{decision.reason}; code accepted")
