@@ -1,0 +1,56 @@
+"""One authentication in a fresh process, as the PAM module does it: load
+pam_module/pam_campus_mfa.py by path (its imports), then policy.login.login() with a
+scripted conversation that types CODE. bench/run.py runs this under ``-X importtime``
+and, with --profile, under cProfile.
+
+    /usr/bin/python3 -I bench/login_once.py [--profile] CONFIG USER RHOST CODE
+"""
+import importlib.util
+import sys
+
+MARK = "bench: imports start here"
+MODULE = __file__.rsplit("/bench/", 1)[0] + "/pam_module/pam_campus_mfa.py"
+
+
+class Scripted:
+    """policy.login's Conversation: answers every prompt with the same code."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def ask(self, prompt: str) -> str:
+        return self.code
+
+    def error(self, text: str) -> None:
+        pass
+
+
+def authenticate(config_path: str, user: str, rhost: str, code: str) -> str:
+    spec = importlib.util.spec_from_file_location("pam_campus_mfa", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from policy.config import load_config
+    from policy.login import login
+
+    return login(load_config(config_path), user, rhost, "bench", Scripted(code)).outcome
+
+
+def main(argv: list[str]) -> int:
+    profile = argv[:1] == ["--profile"]
+    args = argv[1:] if profile else argv
+    print(MARK, file=sys.stderr, flush=True)
+    if not profile:
+        outcome = authenticate(*args)
+    else:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        outcome = profiler.runcall(authenticate, *args)
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(45)
+    print(outcome, file=sys.stderr)
+    return 0 if outcome == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
