@@ -11,7 +11,6 @@ config=PATH, tries=N, combined, debug, syslog_socket=PATH.
 # sys.modules, and dataclasses needs it there to read string annotations.
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +182,8 @@ def refuse(conversation: PamConversation, sink: AuditConfig, user: str, service:
 
 def where(err: BaseException, every_frame: bool = False) -> str:
     """file:line of the frame that raised (or of every frame): a location, never a value."""
+    import traceback  # the error path only
+
     frames = traceback.extract_tb(err.__traceback__)
     chosen = frames if every_frame else frames[-1:]
     return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(chosen))

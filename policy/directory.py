@@ -11,8 +11,6 @@ into a DirectoryError here; none leaves this module.
 """
 from __future__ import annotations
 
-import secrets
-import ssl
 import time
 import unicodedata
 from typing import Any
@@ -88,6 +86,8 @@ class Directory:
         cfg = self.config
         tls = None
         if cfg.start_tls or any(uri.startswith("ldaps://") for uri in cfg.uris):
+            import ssl  # only when the directory is reached over TLS
+
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file or None)
         servers = [ldap3.Server(uri, connect_timeout=cfg.timeout, get_info=ldap3.NONE, tls=tls)
                    for uri in cfg.uris]
@@ -308,6 +308,8 @@ class Directory:
     def create_pending_token(self, secret: bytes, params: TotpParams, max_failures: int,
                              now: float) -> str:
         """Store a new, unlinked token; its DN. Nothing about any user changes yet."""
+        import secrets  # enrollment only, not the login path
+
         params_dn = self._ensure_params(params, max_failures)
         ident = secrets.token_hex(16)
         dn = f"cn={ident},{self.config.token_base}"
