@@ -4,8 +4,8 @@
 
 A thin adapter: PAM items (user, service, rhost, the conversation and, in ``combined``
 mode, PAM_AUTHTOK) go in; one call to policy.login.login() decides, prompts, verifies and
-writes the audit line; its outcome comes back as a PAM code. Options (docs/pam-stack.md):
-config=PATH, tries=N, combined, debug, syslog_socket=PATH.
+writes the audit line; its outcome comes back as a PAM code. Options (README.md's PAM stack
+section): config=PATH, tries=N, combined, debug, syslog_socket=PATH.
 """
 # No `from __future__ import annotations`: pam_python does not put this module in
 # sys.modules, and dataclasses needs it there to read string annotations.

@@ -1,6 +1,6 @@
-"""The documented PAM stacks (docs/pam-stack.md), installed verbatim and driven through real
-libpam with pam_unix as the first factor; the options, setcred and the audit line format
-(issue 3, points 8, 10, 11)."""
+"""The documented PAM stacks (README.md's PAM stack section), installed verbatim and driven
+through real libpam with pam_unix as the first factor; the options, setcred and the audit line
+format (issue 3, points 8, 10, 11)."""
 from __future__ import annotations
 
 import re
@@ -14,14 +14,14 @@ from pamtest import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODU
                      OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam,  # noqa: F401
                      service_name)
 
-DOC = ROOT / "docs" / "pam-stack.md"
+DOC = ROOT / "README.md"
 INSTALLED = "/usr/share/campus-mfa/pam_module/pam_campus_mfa.py"
 PASSWORD_PROMPT = "Password: "
 FAILED = "pamtester: Authentication failure\n"
 
 
 def documented_stacks() -> dict[str, str]:
-    """The fenced blocks of the doc that start with a '# /etc/pam.d/...' line."""
+    """The fenced blocks of the README that start with a '# /etc/pam.d/...' line."""
     text = DOC.read_text(encoding="utf-8")
     return dict(re.findall(r"```\n(# /etc/pam\.d/[^\n]*)\n(.*?)```", text, re.S))
 

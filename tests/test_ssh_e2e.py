@@ -17,8 +17,8 @@ which sshd cannot reach; an in-process relay listens on 127.0.0.1 inside the ser
 sshd takes its PAM service name from the name it is started under (OpenSSH's
 SSHD_PAM_SERVICE is __progname), so it runs through a symlink named campus-mfa-e2e-PID and
 /etc/pam.d/sshd is never touched. Two sshd run side by side: port 2222 with the configuration
-docs/sshd.md shows (passwords or keys, campus Match block), port 2223 with the key-only variant
-(the key replaces the password, PAM adds only the code).
+README.md's PAM stack section shows (passwords or keys, campus Match block), port 2223 with
+the key-only variant (the key replaces the password, PAM adds only the code).
 """
 from __future__ import annotations
 
@@ -315,8 +315,8 @@ syslog_socket = "{self.sink.path}"
 
 
 SSHD_CONFIG = """\
-# The tested configuration (docs/sshd.md), plus what a test instance needs: its own port,
-# addresses, host key and no PID file.
+# The tested configuration (README.md's PAM stack section), plus what a test instance needs:
+# its own port, addresses, host key and no PID file.
 Port 2222
 ListenAddress {v4}
 ListenAddress {v6}
@@ -340,8 +340,9 @@ Match Address {campus}
     AuthenticationMethods publickey keyboard-interactive
 """
 
-# The variant of docs/pam-stack.md: every login needs a key, and the key replaces the
-# password; PAM adds only the code, and only off campus. No campus list in sshd_config.
+# The key-only variant in README.md's PAM stack section: every login needs a key, and the key
+# replaces the password; PAM adds only the code, and only off campus. No campus list in
+# sshd_config.
 KEYS_SSHD_CONFIG = """\
 Port 2223
 ListenAddress {v4}
@@ -753,9 +754,10 @@ def test_6_publickey_off_campus_still_needs_the_code(h: Harness, make_user) -> N
 
 
 def test_6_key_replaces_the_password_and_pam_adds_the_code(h: Harness, make_user) -> None:
-    """docs/pam-stack.md's variant: AuthenticationMethods publickey,keyboard-interactive and a
-    PAM auth stack without pam_unix. Campus: the key alone (PAM asks nothing); off campus:
-    the key, then only the code; no key: refused whatever else is typed."""
+    """The key-only variant in README.md's PAM stack section: AuthenticationMethods
+    publickey,keyboard-interactive and a PAM auth stack without pam_unix. Campus: the key alone
+    (PAM asks nothing); off campus: the key, then only the code; no key: refused whatever else
+    is typed."""
     user = make_user(key=True)
     kbd = "publickey,keyboard-interactive"
     campus = ssh(h, "campus", "v6", user, methods=kbd, port=KEYS_PORT)

@@ -1,0 +1,62 @@
+"""`make demo`'s program: it comes up, the PAM service and the site work, Ctrl-C removes all."""
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from policy import devldap
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pamtester(rhost, user, answer=""):
+    return subprocess.run(["pamtester", "-I", f"rhost={rhost}", "campus-mfa-demo", user,
+                           "authenticate"], input=answer + "\n", capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_demo_runs_and_cleans_up_after_ctrl_c():
+    port = devldap.free_port()
+    demo = subprocess.Popen(["/usr/bin/python3", "-m", "policy.demo", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            lines.append(line)
+            if "check alice --from" in line or not line:
+                break
+        banner = "".join(lines)
+        config = re.search(r"\(config (\S+)\)", banner).group(1)
+        work = Path(config).parent.parent
+        assert pamtester("127.0.0.1", "alice").stdout.strip() == \
+            "pamtester: successfully authenticated"
+        secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+        subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", config, "import",
+                        "alice", "--secret", secret], cwd=ROOT, check=True, capture_output=True)
+        code = subprocess.run(["oathtool", "--totp", "-b", secret], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        off = pamtester("203.0.113.7", "alice", code)
+        assert "Verification code: " in off.stderr + off.stdout
+        assert off.stdout.strip().endswith("pamtester: successfully authenticated")
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as page:
+                    assert page.status == 200 and b"Log in" in page.read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the demo site never answered")
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+    assert "demo stopped and removed" in rest
+    assert demo.returncode == 0
+    assert not Path("/etc/pam.d/campus-mfa-demo").exists()
+    assert not work.exists()
