@@ -4,9 +4,10 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import secrets
 import socket
-import sys
-import types
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -290,21 +291,45 @@ def test_audit_lines_name_facts_never_secrets(make_app, fresh_user, tmp_path):
         assert value not in joined
 
 
-def test_pam_first_factor_uses_the_configured_service(make_app, monkeypatch):
-    calls = []
-
-    class FakePam:
-        def authenticate(self, username, password, service):  # type: ignore[no-untyped-def]
-            calls.append((username, service))
-            return password == "pam-pass"
-    monkeypatch.setitem(sys.modules, "pam", types.SimpleNamespace(pam=FakePam))
-    app, _ = make_app(first_factor="pam")
-    client = client_at(app, CAMPUS)
-    assert LOGIN_FAILED in text(login(client, "alice", ""))
-    assert calls == []  # empty password: PAM is never asked
-    assert LOGIN_FAILED in text(login(client, "alice", "wrong"))
-    assert login(client, "alice", "pam-pass").status_code == 302
-    assert calls == [("alice", "campus-mfa-enroll")] * 2
+def test_pam_first_factor_through_the_hosts_pam_stack(make_app, fresh_user, tmp_path):
+    """first_factor = "pam": python-pam through a real stack (pam_unix, a local account).
+    A pam_exec line before pam_unix records every call, so an empty password is seen
+    never to reach PAM."""
+    uid, directory_password = fresh_user()  # the directory entry holds the MFA state
+    local_password = "local-" + secrets.token_hex(8)
+    calls = tmp_path / "calls"
+    recorder = tmp_path / "record"
+    recorder.write_text(f'#!/bin/sh\necho "$PAM_USER" >> {calls}\n')
+    recorder.chmod(0o755)
+    service = "campus-mfa-enroll-test-" + secrets.token_hex(4)
+    stack = Path("/etc/pam.d") / service
+    subprocess.run(["useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", uid],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{uid}:{local_password}\n", text=True, check=True)
+        stack.write_text(f"auth optional pam_exec.so quiet {recorder}\n"
+                         "auth required pam_unix.so\naccount required pam_unix.so\n")
+        app, _ = make_app(first_factor="pam", pam_service=service)
+        client = client_at(app, CAMPUS)
+        assert LOGIN_FAILED in text(login(client, uid, ""))
+        assert not calls.exists()  # empty password: PAM never asked
+        assert LOGIN_FAILED in text(login(client, uid, directory_password))
+        response = login(client, uid, local_password)
+        assert response.status_code == 302 and response.headers["Location"].startswith("/")
+        assert calls.read_text().split() == [uid, uid]
+        # A local account without a directory entry has no MFA state: refused.
+        other = "nodir" + secrets.token_hex(4)
+        subprocess.run(["useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin",
+                        other], check=True, capture_output=True)
+        try:
+            subprocess.run(["chpasswd"], input=f"{other}:{local_password}\n", text=True,
+                           check=True)
+            assert LOGIN_FAILED in text(login(client_at(app, CAMPUS), other, local_password))
+        finally:
+            subprocess.run(["userdel", other], capture_output=True)
+    finally:
+        stack.unlink(missing_ok=True)
+        subprocess.run(["userdel", uid], capture_output=True)
 
 
 def test_create_app_reads_the_file_named_by_the_environment(slapd, monkeypatch):
