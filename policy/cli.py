@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                   "(migration, e.g. from google-authenticator files)")
     imp.add_argument("--secret", required=True, metavar="BASE32",
                      help="the secret in base32, or - to read it from standard input")
+    purge = command("purge-pending", cmd_purge_pending, "delete set-ups never confirmed "
+                    "(tokens no user links to)", user=False)
+    purge.add_argument("--older-than", type=float, default=24, metavar="HOURS",
+                       help="only tokens made at least this long ago (default 24)")
     doctor = command("doctor", cmd_doctor, "check the configuration, the directory, the "
                      "schema and the ACL", user=False)
     doctor.add_argument("--test-user", metavar="USER", help="also bind as USER (password "
@@ -164,6 +168,15 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         token_dn = directory.create_pending_token(secret, params, totp.max_failures, time.time())
         directory.link_token(state, token_dn, 0)
     print(f"{args.user}: token imported, 2-step verification On")
+    return EXIT_OK
+
+
+def cmd_purge_pending(config: Config, args: argparse.Namespace) -> int:
+    with _directory(config, write=True) as directory:
+        stale = directory.stale_pending_tokens(time.time() - args.older_than * 3600)
+        for dn in stale:
+            directory.delete_token(dn)
+    print(f"{len(stale)} unconfirmed token(s) deleted")
     return EXIT_OK
 
 

@@ -336,6 +336,17 @@ class Directory:
                     raise
         return dn
 
+    def stale_pending_tokens(self, made_before: float) -> list[str]:
+        """Tokens that no user links to and whose secret was made before ``made_before``:
+        set-ups that were never confirmed."""
+        found = self._search(self.config.token_base,
+                             f"(&(objectClass=oathTOTPToken)"
+                             f"(oathSecretTime<={_gentime(made_before)}))", ["1.1"])
+        return [entry["dn"] for entry in found
+                if not self._search(self.config.user_base,
+                                    f"(oathTOTPToken={escape_filter_chars(entry['dn'])})",
+                                    ["1.1"], size_limit=1)]
+
     def link_token(self, user: UserState, token_dn: str, step: int) -> None:
         """Confirm: record ``step`` as used on the new token, link it to the user in one
         modify (compare-and-swap on the previous link), then delete the previous token."""

@@ -1,11 +1,14 @@
 """The admin command against the real slapd, run as a separate process like a helpdesk would."""
+import re
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from policy.totp import new_secret, to_base32, code_at_step, TotpParams
+from policy.config import load_config
+from policy.directory import Directory, EntryError
+from policy.totp import TotpParams, new_secret, to_base32
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,3 +111,24 @@ def test_doctor_passes_on_the_fixture_and_reports_problems(slapd, fresh_user, tm
     out = cli(slapd, "doctor", config=str(overlapping))
     assert out.returncode == 1
     assert "FAIL campus networks: 127.0.0.0/8, ::1/128 (entries overlap" in out.stdout
+
+
+def test_purge_pending_deletes_only_old_unconfirmed_tokens(slapd, fresh_user):
+    uid, _ = fresh_user()
+    config = load_config(slapd.config_path)
+    old = time.time() - 3 * 86400
+    with Directory(config.ldap, write=True) as writer:
+        abandoned = writer.create_pending_token(new_secret(), TotpParams(), 10, old)
+        recent = writer.create_pending_token(new_secret(), TotpParams(), 10, time.time())
+        linked = writer.create_pending_token(new_secret(), TotpParams(), 10, old)
+        writer.link_token(writer.read_state(uid), linked, 0)
+    out = cli(slapd, "purge-pending", "--older-than", "48")
+    assert out.returncode == 0, out.stderr
+    deleted = re.fullmatch(r"(\d+) unconfirmed token\(s\) deleted\n", out.stdout)
+    assert deleted and int(deleted.group(1)) >= 1  # other tests may leave old ones too
+    with Directory(config.ldap, write=True) as writer:
+        with pytest.raises(EntryError, match="does not exist"):
+            writer.read_token(abandoned)
+        assert writer.read_token(recent).dn == recent
+        assert writer.read_token(linked).dn == linked
+        assert writer.read_state(uid).token.dn == linked
