@@ -11,6 +11,7 @@ into a DirectoryError here; none leaves this module.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import unicodedata
 from typing import Any
@@ -282,8 +283,8 @@ class Directory:
                 "oathLastFailure": [(ldap3.MODIFY_REPLACE, [_gentime(now)])],
             }
             if self._compare_and_swap(token.dn, changes):
-                return Token(**{**token.__dict__, "failures": token.failures + 1,
-                                "last_failure": int(now)})
+                return dataclasses.replace(token, failures=token.failures + 1,
+                                           last_failure=int(now))
             token = self.read_token(token.dn)
         raise DirectoryError(f"token {token.dn}: failure counter kept changing")
 
