@@ -92,6 +92,8 @@ def oathtool(secret: str, *at: str) -> str:
 
 def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     uid, password = fresh_user()
@@ -102,8 +104,19 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     def heading() -> str:
         return browser.find_element(By.TAG_NAME, "h1").text
 
+    def loads_a_page(click) -> None:
+        """Click, then wait until the old page is gone: a click returns before the next
+        page has loaded, and reading the old page's elements would race with it."""
+        old_page = browser.find_element(By.TAG_NAME, "html")
+        click()
+        WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old_page))
+
     def click_button(value: str) -> None:
-        browser.find_element(By.CSS_SELECTOR, f"input[type=submit][value='{value}']").click()
+        loads_a_page(browser.find_element(
+            By.CSS_SELECTOR, f"input[type=submit][value='{value}']").click)
+
+    def click_link(text: str) -> None:
+        loads_a_page(browser.find_element(By.LINK_TEXT, text).click)
 
     def log_in() -> None:
         browser.find_element(By.NAME, "username").send_keys(uid)
@@ -113,7 +126,7 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     browser.get(site + "/")
     assert heading() == "Users Portal"
     shot("01-users-portal")
-    browser.find_element(By.LINK_TEXT, "User Information Management (*Internal Only)").click()
+    click_link("User Information Management (*Internal Only)")
     assert heading() == "Log in with your CIS account"
     shot("02-log-in")
     log_in()
@@ -123,10 +136,10 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     assert browser.find_element(By.CLASS_NAME, "role-status").text == "Active"
     shot("04-request-a-role-active")
 
-    browser.find_element(By.LINK_TEXT, "Set up Multi-Factor Authentication").click()
+    click_link("Set up Multi-Factor Authentication")
     assert browser.find_element(By.ID, "mfa-status").text == "Off"
     shot("05-set-up-multi-factor-authentication")
-    browser.find_element(By.LINK_TEXT, "2 Factor Authentication Setup").click()
+    click_link("2 Factor Authentication Setup")
     assert heading() == "2 Factor Authentication Setup"
     shot("06-2-factor-authentication-setup")
     click_button("Use a Token Application")
@@ -147,7 +160,7 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     assert set(query) == {"secret", "issuer"}  # SHA1, 6 digits, 30 s: the defaults
     secret = query["secret"][0]
 
-    browser.find_element(By.LINK_TEXT, "Next").click()
+    click_link("Next")
     shot("08-authentication-code")
     browser.find_element(By.NAME, "code").send_keys(oathtool(secret))
     click_button("Confirm")
@@ -167,7 +180,7 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     browser.find_element(By.NAME, "code").send_keys(oathtool(secret, "--now", "now + 30 seconds"))
     click_button("Login")
     assert heading() == "Users Portal"
-    browser.find_element(By.LINK_TEXT, "Set up Multi-Factor Authentication").click()
+    click_link("Set up Multi-Factor Authentication")
     assert browser.find_element(By.ID, "mfa-status").text == "On"
     assert "Changes are available from the campus network only" in browser.page_source
     shot("12-off-campus-status")
