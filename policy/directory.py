@@ -11,7 +11,6 @@ into a DirectoryError here; none leaves this module.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 import unicodedata
 from typing import Any
@@ -274,19 +273,14 @@ class Directory:
         }
         return self._compare_and_swap(token.dn, changes)
 
-    def record_failure(self, token: Token, now: float) -> Token:
-        """Count one failure (compare-and-swap, retried on a lost race); the token after it."""
-        for _ in range(CAS_RETRIES):
-            changes = {
-                "oathFailureCount": [(ldap3.MODIFY_DELETE, [str(token.failures)]),
-                                     (ldap3.MODIFY_ADD, [str(token.failures + 1)])],
-                "oathLastFailure": [(ldap3.MODIFY_REPLACE, [_gentime(now)])],
-            }
-            if self._compare_and_swap(token.dn, changes):
-                return dataclasses.replace(token, failures=token.failures + 1,
-                                           last_failure=int(now))
-            token = self.read_token(token.dn)
-        raise DirectoryError(f"token {token.dn}: failure counter kept changing")
+    def count_attempt(self, token: Token, now: float) -> bool:
+        """Add one to the failure counter if it still holds what ``token`` says (compare-
+        and-swap); False if another attempt changed it first. An attempt is counted before
+        its code is looked at, and a success clears the counter."""
+        return self._compare_and_swap(token.dn, {
+            "oathFailureCount": [(ldap3.MODIFY_DELETE, [str(token.failures)]),
+                                 (ldap3.MODIFY_ADD, [str(token.failures + 1)])],
+            "oathLastFailure": [(ldap3.MODIFY_REPLACE, [_gentime(now)])]})
 
     def reset_failures(self, token_dn: str) -> None:
         """Unlock: zero failures and forget the last failure."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .directory import Directory
+from .directory import CAS_RETRIES, Directory, DirectoryError
 from .state import Token
 from .totp import matching_step, parse_code
 
@@ -37,19 +37,35 @@ def backoff_until(token: Token) -> int | None:
 
 
 def verify_code(directory: Directory, token: Token, text: str, now: float) -> Verdict:
-    """Check ``text`` against ``token`` and record the result in the directory."""
+    """Check ``text`` against ``token`` and record the result in the directory.
+
+    The attempt is counted before the code is looked at, by a compare-and-swap on the
+    failure counter, and a success clears the counter. So every code checked anywhere has
+    won its own increment first: parallel guesses on many connections cannot outrun the
+    back-off or the lock.
+    """
+    for _ in range(CAS_RETRIES):
+        refusal = _throttled(token, now)
+        if refusal is not None:
+            return refusal
+        if directory.count_attempt(token, now):
+            break
+        token = directory.read_token(token.dn)  # another attempt counted first
+    else:
+        raise DirectoryError(f"token {token.dn}: failure counter kept changing")
+    code = parse_code(text, token.params.digits)
+    step = matching_step(token.secret, code, token.params, now) if code else None
+    if step is None:
+        return Verdict(MISMATCH)
+    if step <= token.last_step or not directory.record_success(token, step, now):
+        return Verdict(REPLAYED)  # used already, here or on another host (maybe just now)
+    return Verdict(ACCEPTED)
+
+
+def _throttled(token: Token, now: float) -> Verdict | None:
     if token.failures >= token.max_failures:
         return Verdict(LOCKED)
     until = backoff_until(token)
     if until is not None and now < until:
         return Verdict(BACKOFF, retry_at=until)
-    code = parse_code(text, token.params.digits)
-    step = matching_step(token.secret, code, token.params, now) if code else None
-    if step is None:
-        directory.record_failure(token, now)
-        return Verdict(MISMATCH)
-    if step <= token.last_step or not directory.record_success(token, step, now):
-        # Already used here or on another host (possibly at this very moment).
-        directory.record_failure(directory.read_token(token.dn), now)
-        return Verdict(REPLAYED)
-    return Verdict(ACCEPTED)
+    return None

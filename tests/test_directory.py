@@ -131,23 +131,32 @@ def test_success_is_compare_and_swap_exactly_one_of_twenty(config, enrolled):
         assert reader.read_state(uid).token.last_step == 99
 
 
-def test_failures_count_under_concurrency_and_unlock(config, enrolled):
+def test_parallel_guesses_cannot_outrun_the_backoff_and_unlock_clears(config, enrolled):
+    """20 wrong codes at once on 20 connections: each code checked has won its own
+    increment of the shared counter first, so exactly FREE_FAILURES are checked (and
+    counted); the back-off refuses the rest unchecked."""
     uid, _ = enrolled
     with Directory(config.ldap) as reader:
         token = reader.read_state(uid).token
+    now = float(int(time.time()))  # one instant for all: the back-off is then exact
+    barrier = threading.Barrier(20)
+    verdicts = []
 
-    def fail():
+    def guess():
         with Directory(config.ldap) as directory:
-            directory.record_failure(token, time.time())
+            directory.conn  # connect before the race starts
+            barrier.wait()
+            verdicts.append(verify_code(directory, token, "000000", now).outcome)
 
-    threads = [threading.Thread(target=fail) for _ in range(6)]
+    threads = [threading.Thread(target=guess) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert sorted(verdicts) == ["backoff"] * (20 - FREE_FAILURES) + ["mismatch"] * FREE_FAILURES
     with Directory(config.ldap) as reader:
         after = reader.read_state(uid).token
-        assert after.failures == 6 and after.last_failure is not None
+        assert after.failures == FREE_FAILURES and after.last_failure == int(now)
     with Directory(config.ldap, write=True) as writer:
         writer.reset_failures(after.dn)
         assert (writer.read_token(after.dn).failures,
