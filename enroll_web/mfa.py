@@ -36,10 +36,15 @@ def _needs_role() -> ResponseReturnValue:
                                    "Role' page in User Information Management first."), 403
 
 
+def _forget_pending() -> str | None:
+    """Take this session's unconfirmed token out of the session; its DN, if any."""
+    session.pop("pending_replaces", None)
+    return session.pop("pending_token", None)
+
+
 def _drop_pending() -> None:
     """Forget (and delete) this session's unconfirmed token, if any."""
-    pending = session.pop("pending_token", None)
-    session.pop("pending_replaces", None)
+    pending = _forget_pending()
     if pending:
         directory().delete_token(pending)
 
@@ -91,8 +96,7 @@ def _pending_token() -> Token | None:
     try:
         return directory().read_token(dn)
     except EntryError:
-        session.pop("pending_token", None)
-        session.pop("pending_replaces", None)
+        _forget_pending()
         return None
 
 
@@ -143,8 +147,7 @@ def confirm() -> ResponseReturnValue:
                 _drop_pending()
                 flash("2-step verification was changed meanwhile. Start the setup again.")
                 return redirect(url_for("mfa.status"))
-            session.pop("pending_token", None)
-            session.pop("pending_replaces", None)
+            _forget_pending()
             log_event("success", "token confirmed: 2-step verification on")
             flash("2-step verification is now On.")
             return redirect(url_for("mfa.status"))

@@ -243,6 +243,10 @@ class Directory:
         defined = b" ".join(entry["raw_attributes"].get("objectClasses", [])) if entry else b""
         return [name for name in names if f"NAME '{name}'".encode() not in defined]
 
+    def exists(self, dn: str) -> bool:
+        """Whether this connection can see the entry ``dn``."""
+        return self._read(dn, ["1.1"]) is not None
+
     def entries_visible_to(self, base: str, bind_dn: str | None = None,
                            password: str | None = None) -> int:
         """How many entries under ``base`` a search as ``bind_dn`` (default: anonymous)
@@ -318,7 +322,7 @@ class Directory:
         name = (f"totp-{params.algorithm.lower()}-{params.digits}-{params.period}"
                 f"-w{params.window}-f{max_failures}")
         dn = f"cn={name},{self.config.token_base}"
-        if self._read(dn, ["1.1"]) is None:
+        if not self.exists(dn):
             try:
                 self._call(f"add {dn}", ldap3.Connection.add, dn, ["device", "oathTOTPParams"], {
                     "cn": name, "oathOTPLength": str(params.digits),
