@@ -1,1 +1,2 @@
-"""The PAM adapter: pam_campus_mfa.py is loaded by pam_python.so, not imported as a package."""
+"""The PAM adapter: pam_campus_mfa.py is loaded by pam_python.so (by path, not imported);
+it imports adapter.py, where the work is."""

@@ -1,4 +1,8 @@
 """campus-mfa core: configuration, campus networks, the decision, TOTP rules, the directory.
 
-Kept free of imports so that the PAM module's campus path loads only what it uses.
+Kept free of imports so that the PAM module loads only what it uses. The paths below are
+here, not in the modules that use them, for the same reason.
 """
+DEFAULT_CONFIG = "/etc/campus-mfa/campus-mfa.toml"
+DEFAULT_SYSLOG = "/dev/log"
+HELPER_SOCKET = "/run/campus-mfa/helper.sock"

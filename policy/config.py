@@ -9,7 +9,9 @@ import ipaddress
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-DEFAULT_PATH = "/etc/campus-mfa/campus-mfa.toml"
+from . import DEFAULT_CONFIG, DEFAULT_SYSLOG
+
+DEFAULT_PATH = DEFAULT_CONFIG
 
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 
@@ -58,7 +60,7 @@ class TotpConfig:
 @dataclass(frozen=True)
 class AuditConfig:
     # Datagram socket of the local syslog daemon; tests point it at their own listener.
-    syslog_socket: str = "/dev/log"
+    syslog_socket: str = DEFAULT_SYSLOG
 
 
 @dataclass(frozen=True)

@@ -229,17 +229,19 @@ def test_exception_while_checking_a_code_is_caught_logged_and_refused(pam, tmp_p
 def test_exception_in_the_conversation_is_caught(pam, tmp_path):
     uid, password = pam.user()
     path = shim(tmp_path, f"""\
-        class Exploding(real.PamConversation):
+        import pam_module.adapter as adapter
+
+        class Exploding(adapter.PamConversation):
             def ask(self, prompt):
                 raise RuntimeError({password!r})
 
-        real.PamConversation = Exploding
+        adapter.PamConversation = Exploding
         """)
     enrolled = pam.enrolled()
     service = pam.service(stack=f"auth required pam_python.so {path} config={pam.config()}\n")
     run = pam.run(service, enrolled.uid, OFF_CAMPUS, [enrolled.code()])
     assert run.verdict == AUTH_ERR
-    assert pam.audit()[0]["reason"] == f"internal error: RuntimeError at {path.name}:7"
+    assert pam.audit()[0]["reason"] == f"internal error: RuntimeError at {path.name}:9"
 
 
 # -- hostile user names ----------------------------------------------------------------------

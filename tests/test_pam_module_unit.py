@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pamtest import MODULE, ROOT, SyslogListener, Tripwire, dump_toml, parse_audit
+import policy.login
 from policy.login import LoginResult
 
 SUCCESS, AUTH_ERR, AUTHINFO_UNAVAIL, CONV_ERR = 1001, 1002, 1003, 1019
@@ -105,7 +106,8 @@ def config(tmp_path: Path, syslog: SyslogListener, directory_stand_in: Tripwire)
 # -- options ----------------------------------------------------------------------------------
 
 DEFAULTS = {"config": "/etc/campus-mfa/campus-mfa.toml", "tries": 3, "combined": False,
-            "debug": False, "syslog_socket": "/dev/log", "problem": ""}
+            "debug": False, "syslog_socket": "/dev/log",
+            "helper": "/run/campus-mfa/helper.sock", "problem": ""}
 
 OPTIONS = [  # (arguments after the module path, fields that differ from DEFAULTS)
     ([], {}),
@@ -120,6 +122,11 @@ OPTIONS = [  # (arguments after the module path, fields that differ from DEFAULT
     (["config="], {"problem": "config= needs an absolute path"}),
     (["config=etc/x.toml"], {"problem": "config= needs an absolute path"}),
     (["syslog_socket=log"], {"problem": "syslog_socket= needs an absolute path"}),
+    (["helper=off"], {"helper": "off"}),
+    (["helper=/tmp/h.sock"], {"helper": "/tmp/h.sock"}),
+    (["helper=h.sock"], {"problem": "helper= needs an absolute path"}),
+    (["helper=OFF"], {"problem": "helper= needs an absolute path"}),
+    (["helper"], {"problem": "unknown option helper"}),
     (["config"], {"problem": "unknown option config"}),
     (["debug=yes"], {"problem": "unknown option debug=yes"}),
     (["Debug"], {"problem": "unknown option Debug"}),
@@ -171,7 +178,7 @@ def test_directory_failure_returns_the_authinfo_unavail_code(config, syslog):
                                            ("unavailable", AUTHINFO_UNAVAIL),
                                            ("something-new", AUTH_ERR)])
 def test_each_outcome_maps_to_its_pam_code(monkeypatch, config, outcome, code):
-    monkeypatch.setattr(mod, "login", lambda *a, **k: LoginResult(outcome, "test"))
+    monkeypatch.setattr(policy.login, "login", lambda *a, **k: LoginResult(outcome, "test"))
     assert mod.pam_sm_authenticate(FakePamh(), 0, [str(MODULE), f"config={config}"]) == code
 
 
@@ -199,11 +206,11 @@ def test_an_exception_returns_auth_err_and_logs_no_value(monkeypatch, config, sy
         typed = conversation.ask("Verification code: ")
         raise KeyError(f"secret JBSWY3DPEHPK3PXP and code {typed}")
 
-    monkeypatch.setattr(mod, "login", exploding_login)
+    monkeypatch.setattr(policy.login, "login", exploding_login)
     pamh = FakePamh(rhost="198.51.100.7", answers=("246810",))
     code = mod.pam_sm_authenticate(pamh, 0, [str(MODULE), f"config={config}", "debug"])
     assert code == AUTH_ERR
-    lines = syslog.wait_for(2)
+    lines = syslog.wait_for(3)  # debug: the options, the traceback; then the audit line
     reason = parse_audit([line for line in lines if "debug:" not in line][0])["reason"]
     assert reason.startswith("internal error: KeyError at test_pam_module_unit.py:")
     assert not any("246810" in line or "JBSWY3DP" in line for line in lines)

@@ -206,7 +206,8 @@ def test_debug_option_adds_debug_lines_without_values(pam):
     debug = [line for line in lines if line.startswith(AUTHPRIV_DEBUG)]
     assert len(lines) == 4 and len(debug) == 2
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: Options\(config='[^']+', tries=3, "
-                        r"combined=False, debug=True, syslog_socket='/dev/log', problem=''\); "
+                        r"combined=False, debug=True, syslog_socket='/dev/log', "
+                        r"helper='/run/campus-mfa/helper.sock', problem=''\); "
                         rf"user={user.uid} service={loud} rhost={OFF_CAMPUS}", debug[0])
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: outcome success: PAM code 0",
                         debug[1])

@@ -1,0 +1,175 @@
+"""campus-mfa-helper: the PAM module's work done in one resident process.
+
+pam_python starts a new interpreter for every authentication, so a module that parses the
+configuration and imports ldap3 each time pays for that on every login. The helper (the
+nslcd/sssd pattern) keeps the parsed configuration and the imports, and runs the very same
+policy.login.login() for the module, which only relays its PAM conversation. Frames
+(policy/wire.py), first field the kind:
+
+    module -> helper   login CONFIG USER SERVICE RHOST|None TRIES COMBINED(0|1)
+    helper -> module   ask PROMPT DIGITS        the module answers: answer TEXT|None
+                       error TEXT               shown to the user, no answer
+                       outcome success|failure|unavailable       the end
+                       retry REASON             the module does the work itself
+
+The socket is root's alone (mode 0600 in a root-owned
+directory) and the helper also checks that the peer runs as root: it answers only the PAM
+stacks of root processes. ``retry`` comes only before anything reached the user (the
+configuration cannot be read), so the module can start over on its own and meet the same
+error itself. A module that cannot reach the helper works alone, only slower.
+
+    python3 -m policy.helper [--socket PATH]        (Debian: campus-mfa-helper.service)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import socketserver
+import stat
+import struct
+import sys
+import threading
+
+from . import HELPER_SOCKET
+from .config import Config, ConfigError, load_config
+from .login import login
+from .wire import WireError, pack, unpack
+
+SOCKET = HELPER_SOCKET
+IDLE_SECONDS = 300         # the longest wait for the module (a person typing a code)
+TRIES = tuple(str(n) for n in range(1, 11))
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not this protocol."""
+
+
+class Configs:
+    """Parsed configurations by path, read again when the file changes (no reload signal
+    to forget: an edit counts from the next login, as it does without the helper)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[tuple, Config]] = {}
+
+    def get(self, path: str) -> Config:
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        config = load_config(path)
+        with self._lock:
+            self._cache[path] = (key, config)
+        return config
+
+
+def parse_request(fields: list) -> tuple[str, str, str, str | None, int, bool]:
+    """The request's fields, each of the right type, or ProtocolError."""
+    if len(fields) != 7 or fields[0] != "login" or None in fields[1:4] + fields[5:]:
+        raise ProtocolError("malformed request")
+    _, config, user, service, rhost, tries, combined = fields
+    if not (os.path.isabs(config) and tries in TRIES and combined in ("0", "1")):
+        raise ProtocolError("malformed request")
+    return config, user, service, rhost, int(tries), combined == "1"
+
+
+class Relay:
+    """policy.login's Conversation, carried over the socket to the module."""
+
+    def __init__(self, handler: Handler, digits: int) -> None:
+        self.handler, self.digits = handler, digits
+
+    def ask(self, prompt: str) -> str | None:
+        self.handler.send("ask", prompt, str(self.digits))
+        answer = unpack(self.handler.rfile.read)
+        if len(answer) != 2 or answer[0] != "answer":
+            raise ProtocolError("expected an answer")
+        return answer[1]
+
+    def error(self, text: str) -> None:
+        self.handler.send("error", text)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class Handler(socketserver.StreamRequestHandler):
+    server: Server
+
+    def send(self, *fields: str) -> None:
+        self.wfile.write(pack(*fields))
+
+    def handle(self) -> None:
+        if peer_uid(self.request) != 0:
+            return  # not a root process: no answer at all
+        self.request.settimeout(IDLE_SECONDS)
+        try:
+            path, user, service, rhost, tries, combined = parse_request(
+                unpack(self.rfile.read))
+            try:
+                config = self.server.configs.get(path)
+            except ConfigError:
+                self.send("retry", "configuration error")  # the module meets it itself
+                return
+            result = login(config, user, rhost, service, Relay(self, config.totp.digits),
+                           tries=1 if combined else tries)
+            self.send("outcome", result.outcome)
+        except (ProtocolError, WireError, OSError):
+            return  # the module fails closed (or works alone if nothing was relayed yet)
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256   # a burst of logins waits to be accepted rather than refused
+
+    def __init__(self, path: str) -> None:
+        self.configs = Configs()
+        self.path = path
+        remove_stale(path)
+        old = os.umask(0o177)  # srw------- from the start, not after a chmod
+        try:
+            super().__init__(path, Handler)
+        finally:
+            os.umask(old)
+
+
+def remove_stale(path: str) -> None:
+    """A socket left by a helper that was killed; anything else there is not ours."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SystemExit(f"campus-mfa-helper: {path} exists and is not a socket")
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="campus-mfa-helper",
+                                     description="Answer campus-mfa's PAM module.")
+    parser.add_argument("--socket", default=SOCKET, help=f"(default {SOCKET})")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = Server(args.socket)
+    print(f"campus-mfa-helper: listening on {args.socket}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        os.unlink(args.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
