@@ -148,12 +148,16 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         debug(options, sink, f"outcome {result.outcome}: PAM code {code}")
         return code
     except Exception as err:  # the one broad handler: fail closed, say where, show no values
-        from policy.config import ConfigError
+        from policy.config import ConfigError, load_config
 
         if isinstance(err, ConfigError):  # the file, or a password file it names
             return refuse(conversation, sink, user, service, rhost,
                           f"configuration error: {err}")
         if isinstance(err, HelperFailed):
+            try:  # the line goes where the config sends lines, if it can be read
+                sink = load_config(options.config).audit.syslog_socket
+            except Exception:  # noqa: BLE001  (then to the option's socket)
+                pass
             return refuse(conversation, sink, user, service, rhost, f"helper: {err}")
         debug(options, sink, f"traceback, innermost first: {where(err, every_frame=True)}")
         return refuse(conversation, sink, user, service, rhost,
@@ -192,8 +196,10 @@ def ask_helper(path: str, options: Options, user: str, service: str, rhost: str 
                 return None  # not root's helper: never talk to it
         except OSError:
             return None  # no helper here (or not for this process): work alone
+        # MSG_NOSIGNAL: a helper that died must not kill the host process with SIGPIPE
+        # (pam_python leaves the host's signal handling alone, and its default is to die).
         sock.sendall(pack("login", options.config, user, service, rhost, str(options.tries),
-                          "1" if options.combined else "0"))
+                          "1" if options.combined else "0"), _socket.MSG_NOSIGNAL)
         while True:
             message = unpack(sock.recv)
             kind, fields = message[0], message[1:]
@@ -205,7 +211,7 @@ def ask_helper(path: str, options: Options, user: str, service: str, rhost: str 
             if kind == "ask" and len(fields) == 2:
                 if isinstance(conversation, CombinedConversation):
                     conversation.digits = int(fields[1])
-                sock.sendall(pack("answer", conversation.ask(fields[0])))
+                sock.sendall(pack("answer", conversation.ask(fields[0])), _socket.MSG_NOSIGNAL)
             elif kind == "error" and len(fields) == 1:
                 conversation.error(fields[0])
             else:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pamtest import HelperProcess
 from policy import devldap
 
 
@@ -33,6 +34,16 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devldap.DevLdap]
         yield handle
     finally:
         devldap.stop(handle.dir)
+
+
+@pytest.fixture(scope="session")
+def helper() -> Iterator[HelperProcess]:
+    """One resident helper (policy/helper.py) for the session, on a socket of its own."""
+    handle = HelperProcess()
+    try:
+        yield handle
+    finally:
+        assert handle.stop() == 0
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ A ``PamLab`` (the ``pam`` fixture) writes configs derived from the fixture's one
 files in /etc/pam.d with unique names, listens on the syslog socket the configs name, and at
 teardown removes what it wrote and proves that no registered secret value (code, secret,
 password) reached a syslog line or pamtester's output.
+
+The lab's services run the module in-process (``helper=off``) or through the session's
+resident helper (``HelperProcess``); in helper mode the teardown also proves that every
+audit line came from the helper's process, so a test cannot pass by silently falling back.
 """
 from __future__ import annotations
 
@@ -177,6 +181,33 @@ class Tripwire:
         self._sock.close()
 
 
+class HelperProcess:
+    """``python3 -m policy.helper`` on a socket of its own, started and stopped by tests."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.dir = tempfile.mkdtemp(prefix="cmfa-helper-", dir="/tmp")
+        self.path = path or os.path.join(self.dir, "helper.sock")
+        self.proc = subprocess.Popen([PYTHON, "-m", "policy.helper", "--socket", self.path],
+                                     cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=clean_env())
+        self.pid = self.proc.pid
+        ready = self.proc.stderr.readline()
+        if f"listening on {self.path}" not in ready:
+            self.proc.kill()
+            raise RuntimeError(f"helper did not start: {ready}{self.proc.stderr.read()}")
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=10)
+        finally:
+            self.proc.stderr.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 # -- running pamtester -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -260,6 +291,9 @@ class PamLab:
     slapd: devldap.DevLdap
     tmp_path: Path
     fresh_user: Any
+    helper: HelperProcess | None = None  # None: the services run the module in-process
+    idle_helper_pid: int = -1            # in-process: a helper that must not be used
+    in_process_lines: bool = False       # set by a test whose lines come from pamtester
     secret_values: set[str] = field(default_factory=set)  # must appear in no output
     outputs: list[str] = field(default_factory=list)
     _services: list[Path] = field(default_factory=list)
@@ -296,7 +330,8 @@ class PamLab:
         name = name or service_name()
         if stack is None:
             config = config or self.config()
-            stack = (f"auth required pam_python.so {MODULE} config={config} {options}\n"
+            stack = (f"auth required pam_python.so {MODULE} config={config} {self.where} "
+                     f"{options}\n"
                      "account required pam_permit.so\n")
         path = PAM_DIR / name
         self._services.append(path)
@@ -307,6 +342,11 @@ class PamLab:
         wire = Tripwire(hang=hang)
         self._closers.append(wire.close)
         return wire
+
+    @property
+    def where(self) -> str:
+        """The module option that says where the login runs."""
+        return f"helper={self.helper.path}" if self.helper else "helper=off"
 
     # users and tokens
 
@@ -379,6 +419,15 @@ class PamLab:
         self.syslog.close()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
+    def assert_lines_from_the_right_process(self) -> None:
+        """Helper mode: every line from the helper; in-process: none from a helper."""
+        pids = {int(m[1]) for m in (re.match(r"<\d+>campus-mfa\[(\d+)\]", line)
+                                    for line in self.syslog.lines) if m}
+        if self.helper is not None and not self.in_process_lines:
+            assert pids <= {self.helper.pid}, f"lines not from the helper: {pids}"
+        else:
+            assert self.idle_helper_pid not in pids, "an in-process service used a helper"
+
     def assert_no_secret_leaked(self) -> None:
         # Past the "<pri>campus-mfa[pid]: " prefix, whose digits could hold a code by chance.
         texts = [line.split(": ", 1)[1] for line in self.syslog.lines] + self.outputs
@@ -389,11 +438,28 @@ class PamLab:
             assert leaks == [], f"a secret value reached output: {leaks}"
 
 
-@pytest.fixture
-def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any) -> Iterator[PamLab]:
-    lab = PamLab(slapd, tmp_path, fresh_user)
+def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,
+             helper: HelperProcess | None, idle_helper_pid: int = -1) -> Iterator[PamLab]:
+    lab = PamLab(slapd, tmp_path, fresh_user, helper, idle_helper_pid)
     try:
         yield lab
         lab.assert_no_secret_leaked()
+        lab.assert_lines_from_the_right_process()
     finally:
         lab.close()
+
+
+@pytest.fixture
+def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any) -> Iterator[PamLab]:
+    """The module in-process (``helper=off``)."""
+    yield from make_lab(slapd, tmp_path, fresh_user, None)
+
+
+@pytest.fixture(params=["in-process", "helper"])
+def pam_both(request: pytest.FixtureRequest, slapd: devldap.DevLdap, tmp_path: Path,
+             fresh_user: Any, helper: HelperProcess) -> Iterator[PamLab]:
+    """The same test twice: the module in-process, then through the helper."""
+    if request.param == "helper":
+        yield from make_lab(slapd, tmp_path, fresh_user, helper)
+    else:
+        yield from make_lab(slapd, tmp_path, fresh_user, None, idle_helper_pid=helper.pid)

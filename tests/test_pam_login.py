@@ -10,13 +10,19 @@ import time
 import pytest
 
 from pamtest import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CODE_PROMPT, MISMATCH,
-                     OFF_CAMPUS, PYTHON, ROOT, SUCCESS, pam, pamtester_args,  # noqa: F401
+                     OFF_CAMPUS, PYTHON, ROOT, SUCCESS, pam_both, pamtester_args,  # noqa: F401
                      service_name)
 from policy import devldap
 from policy.login import LOCKED_MESSAGE, SET_UP_MESSAGE
 from policy.totp import TotpParams
 
 ON = "2-step verification is on"
+
+
+@pytest.fixture
+def pam(pam_both):
+    """Every test here runs twice: the module in-process, and through the helper."""
+    return pam_both
 
 
 def gentime(now: float) -> str:

@@ -1,6 +1,6 @@
 """The documented PAM stacks (README.md's PAM stack section), installed verbatim and driven
 through real libpam with pam_unix as the first factor; the options, setcred and the audit line
-format (issue 3, points 8, 10, 11)."""
+format (issue 3, points 8, 10, 11). Each test runs in-process and through the helper."""
 from __future__ import annotations
 
 import re
@@ -11,12 +11,17 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pamtest import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODULE,
-                     OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam,  # noqa: F401
+                     OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam_both,  # noqa: F401
                      service_name)
 
 DOC = ROOT / "README.md"
 INSTALLED = "/usr/share/campus-mfa/pam_module/pam_campus_mfa.py"
 PASSWORD_PROMPT = "Password: "
+
+
+@pytest.fixture
+def pam(pam_both: PamLab) -> PamLab:
+    return pam_both
 FAILED = "pamtester: Authentication failure\n"
 
 
@@ -38,7 +43,8 @@ def install(pam: PamLab, header: str, config: str, name: str | None = None) -> s
     body = documented_stacks()[header]
     assert body.count(INSTALLED) == 1
     body = re.sub(r"(?m)^@include common-auth\n", DEBIAN_COMMON_AUTH, body)
-    return pam.service(stack=body.replace(INSTALLED, f"{MODULE} config={config}"), name=name)
+    return pam.service(stack=body.replace(INSTALLED, f"{MODULE} config={config} {pam.where}"),
+                       name=name)
 
 
 @pytest.fixture
@@ -158,8 +164,8 @@ def test_combined_leaves_the_password_alone_when_no_code_is_needed(pam, unix_use
 
 def test_combined_uses_a_password_an_earlier_module_already_read(pam, unix_user):
     user = unix_user()
-    stack = documented_stacks()["# /etc/pam.d/vpn"].replace(INSTALLED,
-                                                           f"{MODULE} config={pam.config()}")
+    stack = documented_stacks()["# /etc/pam.d/vpn"].replace(
+        INSTALLED, f"{MODULE} config={pam.config()} {pam.where}")
     # pam_unix first (optional) reads the field, fails on password+code, keeps PAM_AUTHTOK.
     service = pam.service(stack="auth optional pam_unix.so\n" + stack)
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.password + user.code()])
@@ -195,6 +201,7 @@ def test_one_audit_line_per_decision_in_the_syslog_format(pam):
 
 
 def test_debug_option_adds_debug_lines_without_values(pam):
+    pam.in_process_lines = True  # with debug the module does the work itself, helper or not
     user = pam.enrolled()
     quiet = pam.service()
     loud = pam.service("debug")
@@ -207,7 +214,7 @@ def test_debug_option_adds_debug_lines_without_values(pam):
     assert len(lines) == 4 and len(debug) == 2
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: Options\(config='[^']+', tries=3, "
                         r"combined=False, debug=True, syslog_socket='/dev/log', "
-                        r"helper='/run/campus-mfa/helper.sock', problem=''\); "
+                        rf"helper='{pam.where[len('helper='):]}', problem=''\); "
                         rf"user={user.uid} service={loud} rhost={OFF_CAMPUS}", debug[0])
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: outcome success: PAM code 0",
                         debug[1])

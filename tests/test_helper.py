@@ -1,0 +1,307 @@
+"""The resident helper (policy/helper.py) and its frames (policy/wire.py): who may talk to
+it, what happens when it is missing, stale, edited under or killed mid-login, and what a
+hostile frame does to it. The login story itself runs through it in test_pam_login.py and
+test_pam_stack.py (every test there runs in-process and through the helper)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, OFF_CAMPUS,
+                     PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, HelperProcess, PamLab,
+                     pam, pamtester_args)  # noqa: F401
+from policy.wire import MAX_FRAME, WireError, pack, unpack
+
+NOBODY = 65534
+
+
+def stack(config: str, helper: str, options: str = "") -> str:
+    return (f"auth required pam_python.so {MODULE} config={config} helper={helper} {options}\n"
+            "account required pam_permit.so\n")
+
+
+def pid_of(line: str) -> int:
+    return int(re.match(r"<\d+>campus-mfa\[(\d+)\]", line)[1])
+
+
+def exchange(path: str, data: bytes, *, close_write: bool = True) -> bytes:
+    """Send raw bytes to the helper as root; everything it answers until it hangs up."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        return answer
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+def reader(data: bytes):
+    view = memoryview(data)
+    position = 0
+
+    def read(n: int) -> bytes:
+        nonlocal position
+        chunk = bytes(view[position:position + min(n, 3)])  # short reads, as sockets give
+        position += len(chunk)
+        return chunk
+    return read
+
+
+@pytest.mark.parametrize("fields", [
+    ("login", "/etc/x.toml", "alice", "sshd", None, "3", "0"),
+    ("answer", None), ("answer", ""), ("error", "line one\nline two"),
+    ("ask", "Verification code: ", "6"), ("x", "ünïcödé ✓", "\udcff surrogate-escaped byte")])
+def test_frames_carry_text_and_none_unchanged(fields):
+    assert unpack(reader(pack(*fields))) == list(fields)
+
+
+def test_two_frames_in_one_stream_stay_apart():
+    read = reader(pack("error", "a") + pack("outcome", "success"))
+    assert unpack(read) == ["error", "a"]
+    assert unpack(read) == ["outcome", "success"]
+
+
+@pytest.mark.parametrize("data, problem", [
+    (b"", "closed"), (b"\x00\x00", "closed"), (b"\x00\x00\x00\x05sab", "closed"),
+    ((MAX_FRAME + 1).to_bytes(4, "big") + b"s" * 10, "too long"),
+    (b"\x00\x00\x00\x00", "bad field"), (b"\x00\x00\x00\x03xab", "bad field"),
+    (b"\x00\x00\x00\x04sa\x00q", "bad field")])
+def test_bad_frames_are_refused(data, problem):
+    with pytest.raises(WireError, match=problem):
+        unpack(reader(data))
+
+
+def test_a_nul_or_an_oversized_field_is_never_sent():
+    with pytest.raises(WireError):
+        pack("login", "a\0b")
+    with pytest.raises(WireError):
+        pack("error", "x" * MAX_FRAME)
+
+
+# -- the socket and who may use it -----------------------------------------------------------
+
+def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(helper, pam):
+    mode = os.stat(helper.path)
+    assert stat.S_ISSOCK(mode.st_mode) and stat.S_IMODE(mode.st_mode) == 0o600
+    assert mode.st_uid == 0
+    # Open the way for nobody (as a mistaken chmod would), and ask as nobody.
+    os.chmod(helper.dir, 0o711)
+    os.chmod(helper.path, 0o666)
+    try:
+        request = pack("login", pam.config(), "nobody", "sshd", CAMPUS_ADDRESS, "3", "0")
+        script = textwrap.dedent(f"""\
+            import os, socket, sys
+            os.setgid({NOBODY}); os.setuid({NOBODY})
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect({helper.path!r})
+            s.sendall({request!r})
+            try:
+                sys.stdout.write(repr(s.recv(4096)))
+            except ConnectionResetError:  # closed with the request unread
+                sys.stdout.write("reset")
+            """)
+        done = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True,
+                              timeout=30, check=True)
+        assert done.stdout in ("b''", "reset")  # hung up without a word
+    finally:
+        os.chmod(helper.path, 0o600)
+        os.chmod(helper.dir, 0o700)
+    assert pam.syslog.lines == []
+    # Root is still answered.
+    assert exchange(helper.path, request) == pack("outcome", "success")
+
+
+def test_module_never_talks_to_a_socket_that_root_does_not_serve(pam):
+    """Someone else's listener at the helper path: the module works alone, sends nothing."""
+    sock_dir = tempfile.mkdtemp(prefix="cmfa-fake-", dir="/tmp")  # nobody must reach it
+    os.chown(sock_dir, NOBODY, 0)
+    path = os.path.join(sock_dir, "helper.sock")
+    script = textwrap.dedent(f"""\
+        import os, socket, sys
+        os.setgid({NOBODY}); os.setuid({NOBODY})
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind({path!r}); os.chmod({path!r}, 0o666); s.listen(5)
+        print("ready", flush=True)
+        conn, _ = s.accept()
+        conn.settimeout(10)
+        received = b""
+        try:
+            while chunk := conn.recv(4096):
+                received += chunk
+        except OSError:
+            pass
+        print(len(received), flush=True)
+        """)
+    fake = subprocess.Popen([PYTHON, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline() == "ready\n"
+        service = pam.service(stack=stack(pam.config(), path))
+        run = pam.run(service, "anyone", CAMPUS_ADDRESS)
+        assert run.verdict == SUCCESS
+        assert fake.stdout.readline() == "0\n"  # connected, checked, not one byte sent
+    finally:
+        fake.kill()
+        fake.wait()
+        fake.stdout.close()
+        shutil.rmtree(sock_dir)
+    assert pam.audit()[0]["outcome"] == "success"
+
+
+def test_without_a_helper_the_module_works_alone(pam, helper, tmp_path):
+    user = pam.enrolled()
+    service = pam.service(stack=stack(pam.config(), str(tmp_path / "no-helper.sock")))
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
+    assert run.verdict == SUCCESS and run.prompts == 1
+    line = pam.syslog.wait_for(1)[0]
+    assert pid_of(line) != helper.pid
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+def test_a_stale_socket_is_replaced_and_anything_else_is_left_alone(tmp_path):
+    path = "/tmp/cmfa-stale-test.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # the file stays, nobody listens: what a killed helper leaves
+    replacement = HelperProcess(path)  # raises unless it says it listens there
+    try:
+        assert exchange(path, pack("outcome", "x")) == b""  # and it is the one answering
+    finally:
+        assert replacement.stop() == 0
+    assert not os.path.exists(path)
+    ordinary = tmp_path / "not-a-socket"
+    ordinary.write_text("keep me")
+    done = subprocess.run([PYTHON, "-m", "policy.helper", "--socket", str(ordinary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert f"{ordinary} exists and is not a socket" in done.stderr
+    assert ordinary.read_text() == "keep me"
+
+
+def test_sigterm_stops_the_helper_and_removes_its_socket():
+    own = HelperProcess()
+    assert os.path.exists(own.path)
+    path = own.path
+    assert own.stop() == 0
+    assert not os.path.exists(path)
+
+
+def test_a_config_edit_counts_from_the_next_login(pam, helper):
+    user = pam.enrolled()
+    config = pam.config()
+    service = pam.service(stack=stack(config, helper.path))
+    assert pam.run(service, user.uid, CAMPUS_ADDRESS).prompts == 0
+    with open(config, encoding="utf-8") as source:
+        text = source.read()
+    assert text.count(f'"{CAMPUS_V4}"') == 1
+    with open(config, "w", encoding="utf-8") as out:  # 192.0.2.0/24 is campus no more
+        out.write(text.replace(f'"{CAMPUS_V4}"', '"203.0.113.0/24"'))
+    run = pam.run(service, user.uid, CAMPUS_ADDRESS, [user.code()])
+    assert run.verdict == SUCCESS and run.prompts == 1
+    assert [pid_of(line) for line in pam.syslog.wait_for(2)] == [helper.pid, helper.pid]
+
+
+def test_a_config_error_is_met_by_the_module_itself(pam, helper):
+    config = pam.config()
+    with open(config, "a", encoding="utf-8") as out:
+        out.write("[policy]\nbogus = 1\n")  # a duplicate table: not TOML
+    service = pam.service(stack=stack(config, helper.path, f"syslog_socket={pam.syslog.path}"))
+    run = pam.run(service, "anyone", CAMPUS_ADDRESS)
+    assert run.verdict == AUTH_ERR
+    assert run.stderr == UNAVAILABLE_MESSAGE + "\n" + AUTH_ERR + "\n"
+    # The helper said "retry"; the module read the file itself and wrote the line to the
+    # option's socket (the config's being unreadable), as it does without a helper.
+    lines = pam.syslog.wait_for(1)
+    assert len(lines) == 1 and pid_of(lines[0]) != helper.pid
+    assert pam.audit()[0]["reason"].startswith(f"configuration error: {config}: ")
+
+
+def test_a_helper_killed_mid_conversation_fails_the_login_closed(pam):
+    user = pam.enrolled()
+    own = HelperProcess()
+    try:
+        service = pam.service(stack=stack(pam.config(), own.path))
+        proc = subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        shown = b""
+        while not shown.endswith(CODE_PROMPT.encode()):
+            chunk = proc.stderr.read1(4096)
+            assert chunk, shown
+            shown += chunk
+        own.proc.kill()
+        own.proc.wait()
+        code = user.code()
+        pam.secret_values.add(code)
+        out, err = proc.communicate(code.encode() + b"\n", timeout=30)
+    finally:
+        own.stop()
+    assert proc.returncode > 0  # refused, not killed by SIGPIPE
+    assert err.decode() == UNAVAILABLE_MESSAGE + "\n" + AUTH_ERR + "\n"
+    line = pam.audit()[0]
+    assert line["outcome"] == "failure"
+    assert re.fullmatch(r"helper: (WireError|BrokenPipeError) mid-conversation",
+                        line["reason"])
+    assert pid_of(pam.syslog.lines[0]) != own.pid  # written by the module itself
+    assert pam.token(user.token_dn)["last_step"] == 0  # the code was never used
+
+
+# -- hostile frames --------------------------------------------------------------------------
+
+HOSTILE = [
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"\xff\xff\xff\xff" + b"s" * 64,
+    (MAX_FRAME + 1).to_bytes(4, "big"),
+    b"\x00\x00\x00\x10",                                    # a length, then nothing
+    pack("login"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, "3"),   # a field short
+    pack("login", "/etc/x.toml", "u", "sshd", None, "3", "0", "extra"),
+    pack("login", "relative.toml", "u", "sshd", None, "3", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, "0", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, "11", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, "\u0663", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, "3", "yes"),
+    pack("login", None, "u", "sshd", None, "3", "0"),
+    pack("login", "/etc/x.toml", None, "sshd", None, "3", "0"),
+    pack("outcome", "success"),
+    pack("answer", "123456"),
+]
+
+
+def test_hostile_frames_get_no_answer_and_the_helper_keeps_serving(pam, helper):
+    for data in HOSTILE:
+        assert exchange(helper.path, data) == b"", data
+    # A frame that stops half-way, with the connection left open: the helper waits for
+    # the rest (bounded by its idle timeout) and serves others meanwhile.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
+        held.connect(helper.path)
+        held.sendall(b"\x00\x00\x01\x00s")
+        service = pam.service(stack=stack(pam.config(), helper.path))
+        run = pam.run(service, "anyone", CAMPUS_ADDRESS)
+        assert run.verdict == SUCCESS
+    assert pid_of(pam.syslog.wait_for(1)[0]) == helper.pid
+    assert helper.proc.poll() is None
+
+
+def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, helper):
+    user = pam.enrolled()
+    request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, "3", "0")
+    answer = exchange(helper.path, request + pack("outcome", "success"))
+    assert answer == pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
+    time.sleep(0.2)
+    assert pam.token(user.token_dn)["failures"] == 0
