@@ -1,9 +1,11 @@
 """One authentication in a fresh process, as the PAM module does it: load
 pam_module/pam_campus_mfa.py by path (its imports), then policy.login.login() with a
-scripted conversation that types CODE. bench/run.py runs this under ``-X importtime``
-and, with --profile, under cProfile.
+scripted conversation that types CODE. With --helper SOCKET, the module's helper path
+instead: pam_module.adapter.ask_helper() asks the resident helper at SOCKET to run the
+login and relays the same scripted conversation. bench/run.py runs this under
+``-X importtime`` and, with --profile, under cProfile.
 
-    /usr/bin/python3 -I bench/login_once.py [--profile] CONFIG USER RHOST CODE
+    /usr/bin/python3 -I bench/login_once.py [--profile] [--helper SOCKET] CONFIG USER RHOST CODE
 """
 import importlib.util
 import sys
@@ -25,28 +27,51 @@ class Scripted:
         pass
 
 
-def authenticate(config_path: str, user: str, rhost: str, code: str) -> str:
+def load_module():
     spec = importlib.util.spec_from_file_location("pam_campus_mfa", MODULE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def authenticate(config_path: str, user: str, rhost: str, code: str) -> str:
+    load_module()
     from policy.config import load_config
     from policy.login import login
 
     return login(load_config(config_path), user, rhost, "bench", Scripted(code)).outcome
 
 
+def authenticate_via_helper(socket: str, config_path: str, user: str, rhost: str,
+                            code: str) -> str:
+    load_module()
+    from pam_module.adapter import Options, ask_helper
+
+    outcome = ask_helper(socket, Options(config=config_path, helper=socket), user, "bench",
+                         rhost, Scripted(code))
+    if outcome is None:
+        raise SystemExit(f"no helper answered at {socket}")
+    return outcome
+
+
 def main(argv: list[str]) -> int:
     profile = argv[:1] == ["--profile"]
     args = argv[1:] if profile else argv
+    run = authenticate
+    if args[:1] == ["--helper"]:
+        socket, args = args[1], args[2:]
+
+        def run(*rest):
+            return authenticate_via_helper(socket, *rest)
     print(MARK, file=sys.stderr, flush=True)
     if not profile:
-        outcome = authenticate(*args)
+        outcome = run(*args)
     else:
         import cProfile
         import pstats
 
         profiler = cProfile.Profile()
-        outcome = profiler.runcall(authenticate, *args)
+        outcome = profiler.runcall(run, *args)
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(45)
     print(outcome, file=sys.stderr)
     return 0 if outcome == "success" else 1
