@@ -225,6 +225,29 @@ def proc_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / CLK_TCK
 
 
+def children_cpu_ms() -> float:
+    """User + system CPU of this process's children that have ended and been waited for
+    (the pamtester processes; getrusage, not tick-rounded)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far (/proc/stat ``cpu`` line, in ticks)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def machine_load(start: list[int], end: list[int]) -> str:
+    """How busy the CPUs were between two cpu_times(): everyone, this bench included."""
+    delta = [b - a for a, b in zip(start, end)]
+    total = sum(delta[:8]) or 1       # user nice system idle iowait irq softirq steal
+    busy = total - delta[3] - delta[4]
+    return f"CPUs busy {100 * busy / total:.0f}% of the run, steal {100 * delta[7] / total:.0f}%"
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmHWM, VmRSS (KB) and Threads of a running process."""
     out = {}
@@ -305,27 +328,62 @@ class Run:
     ok: bool
 
 
+class Watchdog:
+    """Kills a pamtester that runs longer than PAMTESTER_TIMEOUT (it then counts as a wrong
+    verdict). Not subprocess's own timeout: with one, Popen.wait polls and sleeps up to
+    50 ms between polls, which would round every measured time up to those steps."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: dict[subprocess.Popen, float] = {}
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def watch(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs[proc] = time.monotonic() + PAMTESTER_TIMEOUT
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.pop(proc, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1)
+            now = time.monotonic()
+            with self.lock:
+                late = [p for p, deadline in self.procs.items() if deadline < now]
+            for proc in late:
+                proc.kill()
+
+
+WATCHDOG = Watchdog()
+
+
+def run_to_end(args: list[str], stdin: str) -> int:
+    """Run one process to its end (bounded by the watchdog); its exit status."""
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    WATCHDOG.watch(proc)
+    try:
+        proc.communicate(stdin.encode())   # no timeout: waitpid blocks, no polling
+    finally:
+        WATCHDOG.done(proc)
+    return proc.returncode
+
+
 def spawn(args: list[str], stdin: str = "") -> Run:
     """Run one process to its end: when it started, its wall time, whether it exited 0."""
     start = time.perf_counter()
-    try:
-        done = subprocess.run(args, input=stdin.encode(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, check=False,
-                              timeout=PAMTESTER_TIMEOUT)
-    except subprocess.TimeoutExpired:   # killed: a wrong verdict, and the run goes on
-        return Run(start, time.perf_counter() - start, False)
-    return Run(start, time.perf_counter() - start, done.returncode == 0)
+    status = run_to_end(args, stdin)
+    return Run(start, time.perf_counter() - start, status == 0)
 
 
-def rss_and_cpu(args: list[str], stdin: str = "") -> tuple[int, float]:
-    """Peak RSS (KB) and CPU time (ms, user + system) of the process, from /usr/bin/time
-    (wait4 here would report this process's own peak, which a forked child inherits)."""
+def peak_rss(args: list[str], stdin: str = "") -> int:
+    """Peak RSS (KB) of the process, from /usr/bin/time (wait4 here would report this
+    process's own peak, which a forked child inherits)."""
     with tempfile.NamedTemporaryFile("r") as out:
-        subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", out.name, *args],
-                       input=stdin.encode(), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False, timeout=PAMTESTER_TIMEOUT)
-        rss, user, system = out.read().split()[-3:]
-        return int(rss), (float(user) + float(system)) * 1000
+        run_to_end(["/usr/bin/time", "-f", "%M", "-o", out.name, *args], stdin)
+        return int(out.read().split()[-1])
 
 
 def login_when_asked(service: str, user: str, rhost: str, answer) -> Run:
@@ -334,8 +392,7 @@ def login_when_asked(service: str, user: str, rhost: str, answer) -> Run:
     start = time.perf_counter()
     proc = subprocess.Popen(pamtester_args(service, user, rhost), stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    watchdog = threading.Timer(PAMTESTER_TIMEOUT * 2, proc.kill)  # a hung one: wrong verdict
-    watchdog.start()
+    WATCHDOG.watch(proc)
     shown = b""
     while not shown.endswith(b": "):
         chunk = proc.stderr.read1(4096)
@@ -350,7 +407,7 @@ def login_when_asked(service: str, user: str, rhost: str, answer) -> Run:
     proc.stderr.read()
     proc.stderr.close()
     ok = proc.wait() == 0
-    watchdog.cancel()
+    WATCHDOG.done(proc)
     return Run(start, time.perf_counter() - start, ok)
 
 
@@ -372,7 +429,7 @@ class Variant:
     via_helper: bool = False
     runs: list[Run] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)          # per timed run
     helper_cpu_ms: list[float] = field(default_factory=list)   # per timed run
 
     def median_ms(self) -> float:
@@ -434,17 +491,17 @@ def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
         for v in order:
             stdin = v.prepare()
             before = helper.cpu_ms() if v.via_helper else 0.0
+            children = children_cpu_ms()
             run = pamtester(v.service, v.user, v.rhost, stdin)
             if round_ >= WARMUP:
                 v.runs.append(run)
+                v.cpu_ms.append(children_cpu_ms() - children)
                 if v.via_helper:
                     v.helper_cpu_ms.append(helper.cpu_ms() - before)
     for v in variants:
         for _ in range(RSS_RUNS):
             stdin = v.prepare()
-            rss, cpu = rss_and_cpu(pamtester_args(v.service, v.user, v.rhost), stdin)
-            v.rss_kb.append(rss)
-            v.cpu_ms.append(cpu)
+            v.rss_kb.append(peak_rss(pamtester_args(v.service, v.user, v.rhost), stdin))
     time.sleep(0.3)  # the last audit datagrams
     served = {}
     for v in variants:
@@ -518,7 +575,10 @@ class Level:
     wrong_verdicts: int
     audit_mismatch: int
     from_helper: int                # audit lines written by the helper's pid
+    right: int                      # logins whose exit status and audit line are right
     why_wrong: dict[str, int]       # audit reason of each login that ended wrongly
+    pamtester_cpu_ms: float         # per login: the pamtester processes (getrusage)
+    helper_cpu_ms: float            # per login: the helper process (/proc/PID/stat)
 
     def pct(self, p: int) -> float:
         return statistics.quantiles(self.latencies_ms, n=100)[p - 1]
@@ -530,6 +590,8 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
     pamtester's exit status and by the login's audit line, which must come from the
     helper's pid via the helper and from another pid in-process."""
     latencies, elapsed, wrong, mismatch, from_helper, why = [], 0.0, 0, 0, 0, {}
+    right = 0                       # exit status and the one audit line both as expected
+    children_cpu, helper_cpu = 0.0, 0.0
     for _ in range(-(-LOGINS_PER_LEVEL // n)):
         batch = users[:n]
         for u in batch:
@@ -541,22 +603,30 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
         def one(u: User, ok: bool) -> Run:
             return login_when_asked(service, u.uid, OFF, lambda: (
                 code_now(u.secret) if ok else wrong_code(u.secret)))
+        children, helper0 = children_cpu_ms(), proc_cpu_ms(helper_pid)
         with ThreadPoolExecutor(max_workers=n) as pool:
             runs = list(pool.map(one, batch, expect))
+        children_cpu += children_cpu_ms() - children
+        helper_cpu += proc_cpu_ms(helper_pid) - helper0
         elapsed += max(r.start + r.seconds for r in runs) - min(r.start for r in runs)
         latencies += [r.seconds * 1000 for r in runs]
         wrong += sum(r.ok != ok for r, ok in zip(runs, expect))
         time.sleep(0.3)  # the last audit datagrams
-        lines = {}
+        lines: dict[str, list[str]] = {}
         for line in fx.audit_lines:
             if f"service={service} " in line:
-                lines[re.search(r"user=(\S+)", line)[1]] = line
-        for u, ok in zip(batch, expect):
-            line = lines.get(u.uid, "")
+                lines.setdefault(re.search(r"user=(\S+)", line)[1], []).append(line)
+        for u, ok, run in zip(batch, expect, runs):
+            found = lines.get(u.uid, [])
+            line = found[0] if found else ""
             by_helper = audit_pid(line) == helper_pid
             from_helper += by_helper
+            right += run.ok == ok and len(found) == 1 and by_helper == (mode == "via helper") \
+                and ("outcome=success" in line) == ok
             if not line:
                 key = "no audit line"
+            elif len(found) > 1:
+                key = f"{len(found)} audit lines"
             elif by_helper != (mode == "via helper"):
                 key = f"audit line from pid {audit_pid(line)} ({mode})"
             elif ("outcome=success" in line) != ok:
@@ -567,7 +637,7 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
             mismatch += 1
             why[key] = why.get(key, 0) + 1
     return Level(mode, n, len(latencies), elapsed, latencies, wrong, mismatch, from_helper,
-                 why)
+                 right, why, children_cpu / len(latencies), helper_cpu / len(latencies))
 
 
 def concurrency(fx: Fixture, users: list[User], helper: Helper) -> list[Level]:
@@ -876,10 +946,12 @@ def report(r: dict) -> str:
     top = {lv.mode: lv for lv in levels if lv.n == max(CONCURRENCY)}
 
     def right(lv: Level) -> str:
-        return (f"{lv.logins - max(lv.wrong_verdicts, lv.audit_mismatch)}/{lv.logins} right "
+        return (f"{lv.right}/{lv.logins} right "
                 f"({lv.wrong_verdicts} wrong exit statuses, {lv.audit_mismatch} audit "
                 f"mismatches)")
-    all_right = all(lv.wrong_verdicts == 0 and lv.audit_mismatch == 0 for lv in levels)
+    def ok(lv: Level) -> bool:
+        return lv.wrong_verdicts == 0 and lv.audit_mismatch == 0 and lv.right == lv.logins
+    all_right = all(ok(lv) for lv in levels)
     h_campus, h_off = ratio(HELPER_CAMPUS), ratio(HELPER_OFF)
     i_campus, i_off = ratio(IN_CAMPUS), ratio(IN_OFF)
     n_top = max(CONCURRENCY)
@@ -892,7 +964,7 @@ def report(r: dict) -> str:
            f"{verdict(h_off <= 2.0)} |",
            f"| every verdict right at N = {n_top} parallel logins | via the helper "
            f"{right(top['via helper'])}; in-process {right(top['in-process'])} | "
-           f"{verdict(all(lv.wrong_verdicts == 0 and lv.audit_mismatch == 0 for lv in top.values()))} |",
+           f"{verdict(all(ok(lv) for lv in top.values()))} |",
            f"| >= 2,000 warm verifications/s, one process, one reused connection | "
            f"**{verify_rate:,.0f}/s** (ceiling from the per-operation cost, 2 modifies + HMAC "
            f"per verification: {serial['ldap3']:,.0f}/s with ldap3, "
@@ -924,8 +996,10 @@ def report(r: dict) -> str:
     out += [versions(),
             f"- {ROUNDS} interleaved rounds (+{WARMUP} warm-up), whole run {r['seconds']:.0f} s; "
             f"1-minute load average {r['load'][0]:.1f} at the start, {r['load'][1]:.1f} at the "
-            "end (other work on the machine slows everything, the ratios least)",
-            f"- Bytecode: before measuring, the bench byte-compiled {', '.join(c + '/' for c in COMPILED)} "
+            f"end; {r['busy']} (other work on the machine slows everything, the ratios "
+            "least)",
+            "- Bytecode: before measuring, the bench byte-compiled "
+            f"{', '.join(c + '/' for c in COMPILED)} "
             f"(`{PY} -m compileall -q`, PYTHONDONTWRITEBYTECODE unset for that call), as "
             "dh_python3 does for the installed package; pam_python never writes .pyc files, "
             "so a fresh clone would compile every module from source on every login. "
@@ -948,16 +1022,17 @@ def report(r: dict) -> str:
         cpu = statistics.median(v.cpu_ms)
         helper_cpu = f"{statistics.mean(v.helper_cpu_ms):.1f}" if v.via_helper else "-"
         out.append(f"| {v.name} | {v.median_ms():.1f} | {q1:.1f}-{q3:.1f} | "
-                   f"{v.median_ms() / floor:.2f} | {f'{cpu:.0f}' if cpu else '<10'} | "
+                   f"{v.median_ms() / floor:.2f} | {cpu:.1f} | "
                    f"{helper_cpu} | {mb(statistics.median(v.rss_kb))} | "
                    f"{sum(x.ok for x in v.runs)}/{len(v.runs)} |")
     h1, h3 = wp.helper_after, r["helper_end"]
     out.append(f"\nTargets: campus <= 1.2x, off campus <= 2x the empty pam_python module. "
-               f"The chart is bench/out/logins.png. CPU ms (pamtester, 10 ms resolution) and "
-               f"peak RSS: median of {RSS_RUNS} more runs under /usr/bin/time. Helper CPU ms: "
-               f"the helper process's user + system CPU during each timed via-helper login "
-               f"(/proc/PID/stat, 10 ms ticks), mean of {ROUNDS}; it is not in the pamtester "
-               f"columns.\n")
+               f"The chart is bench/out/logins.png. CPU ms (pamtester): "
+               f"user + system time of each timed pamtester process (getrusage of this "
+               f"process's children), median. Helper CPU ms: the helper process's user + "
+               f"system time during each timed via-helper login (/proc/PID/stat, which counts "
+               f"in 10 ms units), mean of {ROUNDS}; it is not in the pamtester columns. Peak "
+               f"RSS: median of {RSS_RUNS} more runs under /usr/bin/time.\n")
     out.append(f"**The helper's own memory** (pid {r['helper_pid']}; the via-helper pamtester "
                f"RSS above does not include ldap3 or the parsed configuration, this process "
                f"holds them once for all logins): after section 1 ({expected * 2} via-helper "
@@ -1000,12 +1075,17 @@ def report(r: dict) -> str:
             "the audit line came from the helper's pid (via the helper) or from another "
             "(in-process). Via the helper the audit lines are written by the helper, to the "
             "config's audit socket the bench listens on.\n",
-            "| mode | N | logins | logins/s | p50 ms | p95 ms | p99 ms | wrong verdicts | "
-            "audit mismatches | audit lines from the helper |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| mode | N | logins | logins/s | p50 ms | p95 ms | p99 ms | CPU ms per login: "
+            "pamtester + helper | wrong verdicts | audit mismatches | audit lines from the "
+            "helper |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     out += [f"| {lv.mode} | {lv.n} | {lv.logins} | {lv.logins / lv.seconds:.0f} | "
-            f"{lv.pct(50):.0f} | {lv.pct(95):.0f} | {lv.pct(99):.0f} | {lv.wrong_verdicts} | "
+            f"{lv.pct(50):.0f} | {lv.pct(95):.0f} | {lv.pct(99):.0f} | "
+            f"{lv.pamtester_cpu_ms:.0f} + {lv.helper_cpu_ms:.0f} | {lv.wrong_verdicts} | "
             f"{lv.audit_mismatch} | {lv.from_helper} |" for lv in levels]
+    out.append(f"\nCPU per login: the pamtester processes' user + system time (getrusage of "
+               f"this process's children) and the helper's (/proc/PID/stat) over each level, "
+               f"divided by its logins; the machine has {os.cpu_count()} CPUs.")
     for lv in levels:
         out += [f"- {lv.mode}, N = {lv.n}, ended wrongly {count}x: {why}"
                 for why, count in sorted(lv.why_wrong.items())]
@@ -1102,7 +1182,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench: run as root (it writes /etc/pam.d/campus-mfa-bench-*)", file=sys.stderr)
         return 2
-    began, load_start = time.monotonic(), os.getloadavg()[0]
+    began, load_start, cpu_start = time.monotonic(), os.getloadavg()[0], cpu_times()
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(DEADLINE)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -1142,6 +1222,7 @@ def main() -> int:
         r["bytecode"] = (n_modules, stale_start, bytecode_state()[1])
         r["seconds"] = time.monotonic() - began
         r["load"] = (load_start, os.getloadavg()[0])
+        r["busy"] = machine_load(cpu_start, cpu_times())
         (OUT / "report.md").write_text(report(r))
         floor = next(v for v in r["whole"].variants if v.name == PYTHON_FLOOR).median_ms()
         chart(r["whole"].variants, floor, OUT / "logins.png")
