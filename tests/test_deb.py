@@ -1,11 +1,11 @@
 """The Debian packages as a sysadmin meets them: `make deb`, lintian, `apt-get install`, logins
-through the INSTALLED PAM module, the pam-auth-update profile, the site under its unit's
-command line, and `apt-get purge`.
+through the INSTALLED PAM module, the pam-auth-update profile, the site and the helper under
+their units' command lines, and `apt-get purge`.
 
-These tests change the machine (packages, /etc/campus-mfa, /etc/pam.d, a system user). The
-module's ``machine`` fixture refuses a machine where the packages or their files already
-exist, and at the end purges, removes what the tests wrote and restores pam-auth-update's
-files, on failure too.
+These tests change the machine (packages, /etc/campus-mfa, /etc/pam.d, a system user, the
+helper unit's enablement). The module's ``machine`` fixture refuses a machine where the
+packages or their files already exist, and at the end purges, removes what the tests wrote
+and restores pam-auth-update's files, on failure too.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -44,6 +45,12 @@ WEB_SECRET = ETC / "web.secret"
 SHARE = Path("/usr/share/campus-mfa")
 PROFILE = Path("/usr/share/pam-configs/campus-mfa")
 UNIT = Path("/lib/systemd/system/campus-mfa-enroll.service")
+HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-helper.service")
+HELPER_LAUNCHER = Path("/usr/libexec/campus-mfa/campus-mfa-helper")
+HELPER_RUNTIME = Path("/run/campus-mfa")
+# What deb-systemd-helper enable makes (the unit's WantedBy=) and where it records it.
+WANTS = Path("/etc/systemd/system/multi-user.target.wants")
+DSH_STATE = Path("/var/lib/systemd/deb-systemd-helper-enabled")
 SYSTEM_USER = "campus-mfa"
 COMMON_AUTH = Path("/etc/pam.d/common-auth")
 PAM_STATE = Path("/var/lib/pam")
@@ -152,6 +159,16 @@ def write_secret_file(path: Path, text: str) -> None:
     os.chmod(path, 0o640)
 
 
+def systemd_leftovers() -> list[Path]:
+    """The packages' units as systemd and deb-systemd-helper know them: enablement symlinks
+    and the state that postrm purge removes."""
+    found = []
+    for unit in ("campus-mfa-helper.service", "campus-mfa-enroll.service"):
+        found += [WANTS / unit, DSH_STATE / f"{unit}.dsh-also", DSH_STATE / WANTS.name / unit,
+                  Path("/var/lib/systemd/deb-systemd-helper-masked", unit)]
+    return [path for path in found if path.exists() or path.is_symlink()]
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -178,7 +195,9 @@ def machine() -> Iterator[None]:
     """Check the machine is clean, then always purge and restore it afterwards."""
     dirty = [p for p in PACKAGES if package_status(p) != "not-installed"]
     dirty += [str(p) for p in (ETC, SHARE, PROFILE, Path("/etc/pam.d", SERVICE),
-                               Path("/etc/pam.d", SERVICE_COMMON)) if p.exists()]
+                               Path("/etc/pam.d", SERVICE_COMMON), HELPER_RUNTIME,
+                               HELPER_LAUNCHER.parent, *systemd_leftovers())
+              if p.exists() or p.is_symlink()]
     dirty += [f"user/group {SYSTEM_USER}"] if any(account_exists(SYSTEM_USER)) else []
     if dirty:
         pytest.fail("this test installs and purges campus-mfa; the machine already has: "
@@ -198,7 +217,8 @@ def machine() -> Iterator[None]:
         purged = purge.returncode == 0 and all(package_status(p) == "not-installed"
                                                for p in PACKAGES)
         if purged:  # what the tests wrote there (never an installed package's conffile)
-            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", check=False)
+            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(HELPER_RUNTIME),
+                check=False)
         restored = [str(p) for p, data in saved.items() if p.read_bytes() != data]
         if restored:  # put back both the files and pam-auth-update's record of them
             for path, data in saved.items():
@@ -300,7 +320,10 @@ def test_make_deb_builds_the_three_packages_with_their_files(debs: Debs) -> None
     assert not {"/usr/share/campus-mfa/policy/devldap.py",
                 "/usr/share/campus-mfa/policy/demo.py"} & common
     assert {"/usr/share/campus-mfa/pam_module/pam_campus_mfa.py",
-            "/usr/share/pam-configs/campus-mfa"} <= pam
+            "/usr/share/pam-configs/campus-mfa", str(HELPER_UNIT), str(HELPER_LAUNCHER)} <= pam
+    # The helper's code is the policy package of campus-mfa-common.
+    assert "/usr/share/campus-mfa/policy/helper.py" in common
+    assert not [f for f in pam if "/policy/" in f]
     assert {"/usr/share/campus-mfa/enroll_web/__init__.py",
             "/usr/share/campus-mfa/enroll_web/templates/login.html",
             "/usr/share/campus-mfa/enroll_web/static/site.css",
@@ -323,10 +346,11 @@ def test_packages_depend_on_what_they_run(debs: Debs) -> None:
     assert {"python3-ldap3", "python3-netaddr", "python3-pyotp"} <= depends("campus-mfa-common")
 
 
-def test_lintian_reports_no_errors_or_warnings(debs: Debs) -> None:
-    done = run("lintian", "--fail-on", "error,warning", "--display-info", "--pedantic",
-               str(debs.changes), check=False, timeout=600)
-    tags = [line for line in done.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+def test_lintian_reports_no_errors_warnings_or_info(debs: Debs) -> None:
+    done = run("lintian", "--fail-on", "error,warning,info,pedantic", "--display-info",
+               "--pedantic", str(debs.changes), check=False, timeout=600)
+    # Errors, warnings, info, pedantic, experimental (overridden tags are not shown).
+    tags = [line for line in done.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
     assert done.returncode == 0 and not tags, done.stdout + done.stderr
 
 
@@ -446,9 +470,9 @@ def test_profile_enable_puts_a_required_line_after_the_password_and_disable_remo
 
 # -- 4: the site under its unit's command line -----------------------------------------------
 
-def unit_settings() -> dict[str, str]:
+def unit_settings(unit: Path = UNIT) -> dict[str, str]:
     settings = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         key, equals, value = line.partition("=")
         if equals and not line.startswith("#"):
             settings[key.strip()] = value.strip()
@@ -528,6 +552,114 @@ def _log_tail(log: Any) -> str:
     return log.read()[-3000:]
 
 
+# -- 4b: the helper under its unit's command line -------------------------------------------
+
+def installed_helper_socket() -> str:
+    """The module's default helper= (policy.HELPER_SOCKET) as the installed code has it."""
+    return run("/usr/bin/python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+               "import policy; print(policy.HELPER_SOCKET)", str(SHARE)).stdout.strip()
+
+
+def test_helper_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
+        installed: Debs) -> None:
+    run("systemd-analyze", "verify", "--man=no", str(HELPER_UNIT))
+    unit = unit_settings(HELPER_UNIT)
+    argv = shlex.split(unit["ExecStart"])
+    assert argv[0] == str(HELPER_LAUNCHER) and os.access(HELPER_LAUNCHER, os.X_OK)
+    assert argv[1:] == ["--socket", installed_helper_socket()]
+    assert argv[2] == f"/run/{unit['RuntimeDirectory']}/helper.sock" \
+        == str(HELPER_RUNTIME / "helper.sock")
+    assert unit["RuntimeDirectoryMode"] == "0700"  # root only: others fail fast, work alone
+    assert unit["Restart"] == "on-failure" and "User" not in unit  # root, like the module
+    assert unit["WantedBy"] == "multi-user.target"
+    # The nslcd way: enabled on installation. The site waits for the admin.
+    link = WANTS / HELPER_UNIT.name
+    assert link.is_symlink() and link.resolve() == HELPER_UNIT.resolve(), link
+    assert not (WANTS / UNIT.name).exists() and not (WANTS / UNIT.name).is_symlink()
+    enabled = run("systemctl", "is-enabled", HELPER_UNIT.name, UNIT.name, check=False)
+    assert enabled.stdout.split() == ["enabled", "disabled"], enabled
+    # No systemd here (and policy-rc.d says no): installing started nothing and did not fail.
+    assert not HELPER_RUNTIME.exists()
+
+
+def capability_bits(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
+
+
+def test_helper_under_its_units_command_line_serves_the_installed_module_and_stops_on_term(
+        enrolled: tuple[str, str, str], audit_lines: AuditListener) -> None:
+    """The unit's ExecStart with its socket in a fresh 0700 directory (what RuntimeDirectory=
+    makes), under the unit's NoNewPrivileges= and CapabilityBoundingSet=; a pamtester login
+    through the INSTALLED module with helper= that socket is the helper's work: its audit
+    lines carry the helper's pid."""
+    uid, _, secret = enrolled
+    unit = unit_settings(HELPER_UNIT)
+    argv = shlex.split(unit["ExecStart"])
+    runtime = Path(tempfile.mkdtemp(prefix="campus-mfa-debtest.", dir="/run"))  # 0700
+    sock_path = runtime / "helper.sock"
+    argv[argv.index("--socket") + 1] = str(sock_path)
+    assert unit["NoNewPrivileges"] == "yes"
+    caps = unit["CapabilityBoundingSet"].split()
+    bounding = ",".join(["-all"] + ["+" + cap.lower().removeprefix("cap_") for cap in caps])
+    log = open(runtime / "helper.log", "w+")  # noqa: SIM115
+    proc = subprocess.Popen(["setpriv", "--no-new-privs", f"--bounding-set={bounding}",
+                             "--inh-caps=-all", "--", *argv],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            env=ENV)
+    service = Path("/etc/pam.d", SERVICE)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock_path.is_socket() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock_path.is_socket(), _log_tail(log)
+        assert stat.S_IMODE(sock_path.stat().st_mode) == 0o600
+        # setpriv exec'd the launcher (same pid), which keeps only the unit's capabilities.
+        assert Path(f"/proc/{proc.pid}/exe").resolve() == Path("/usr/bin/python3").resolve()
+        assert capability_bits(proc.pid) == 1 << 2  # CAP_DAC_READ_SEARCH only
+        assert caps == ["CAP_DAC_READ_SEARCH"]
+
+        base = f"auth {profile_auth_line()}"
+        service.write_text(
+            "# tests/test_deb.py: the installed module and the helper by hand\n"
+            "auth requisite pam_permit.so\n"
+            f"{base} helper={sock_path}\n"
+            "account required pam_permit.so\n")
+        code = totp(secret)
+        right = pamtester(SERVICE, uid, OFF_CAMPUS, code + "\n")
+        assert right.returncode == 0 and SUCCESS in right.output, (right, _log_tail(log))
+        assert right.output.count(CODE_PROMPT) == 1
+        wrong_code = f"{(int(code) + 500000) % 1000000:06d}"
+        wrong = pamtester(SERVICE, uid, OFF_CAMPUS, wrong_code + "\n")
+        assert wrong.returncode != 0 and AUTH_ERR in wrong.output, wrong
+        assert MISMATCH in wrong.output  # the helper's message, relayed by the module
+        helper_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
+        assert len(helper_lines) >= 2, helper_lines
+        assert all(f"campus-mfa[{proc.pid}]: " in line for line in helper_lines), \
+            (proc.pid, helper_lines)
+
+        # The same login without the helper is written by pamtester's process instead.
+        service.write_text(service.read_text().replace(f"helper={sock_path}", "helper=off"))
+        alone = pamtester(SERVICE, uid, CAMPUS)
+        assert alone.returncode == 0 and SUCCESS in alone.output, alone
+        alone_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
+        assert alone_lines and not [line for line in alone_lines
+                                    if f"campus-mfa[{proc.pid}]: " in line], alone_lines
+
+        assert proc.poll() is None, _log_tail(log)
+        proc.send_signal(signal.SIGTERM)  # what systemctl stop sends
+        assert proc.wait(10) == 0, _log_tail(log)
+        assert not sock_path.exists() and not sock_path.is_symlink()
+        assert f"listening on {sock_path}" in _log_tail(log)
+    finally:
+        service.unlink(missing_ok=True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        run("rm", "-rf", str(runtime), check=False)
+
+
 # -- 5: remove and purge ---------------------------------------------------------------------
 
 def test_remove_keeps_the_changed_conffile_and_purge_removes_everything(
@@ -539,17 +671,21 @@ def test_remove_keeps_the_changed_conffile_and_purge_removes_everything(
 
     run(*APT_GET, "remove", *PACKAGES, timeout=600)
     assert module_lines() == []  # prerm: pam-auth-update --remove, before the file goes
-    # libpam-campus-mfa has no conffile and no postrm: nothing of it is left to purge.
-    assert [package_status(p) for p in PACKAGES] == ["config-files", "not-installed",
-                                                     "config-files"]
+    # libpam-campus-mfa has no conffile, but its postrm forgets the helper's enablement
+    # on purge only (as for every enabled unit).
+    assert [package_status(p) for p in PACKAGES] == ["config-files"] * 3
+    assert (WANTS / HELPER_UNIT.name).is_symlink()
     assert account_exists(SYSTEM_USER) == (True, True)  # removed on purge only
     assert "# changed by the admin" in CONFFILE.read_text()  # kept until purge
     assert not (SHARE / "pam_module" / MODULE_NAME).exists()
+    assert not HELPER_UNIT.exists() and not HELPER_LAUNCHER.parent.exists()
 
     run(*APT_GET, "purge", *PACKAGES, timeout=600)
     assert [package_status(p) for p in PACKAGES] == ["not-installed"] * 3
     assert module_lines() == []
     assert not PROFILE.exists() and not SHARE.exists()
+    assert not HELPER_UNIT.exists() and not UNIT.exists() and not HELPER_LAUNCHER.parent.exists()
+    assert systemd_leftovers() == []  # no enablement symlink, no deb-systemd-helper state
     assert account_exists(SYSTEM_USER) == (False, False)
     # The admin's bind password files are theirs to remove; the package's files are gone.
     left = sorted(p.name for p in ETC.iterdir()) if ETC.exists() else []
