@@ -1,11 +1,11 @@
 """One authentication in a fresh process, as the PAM module does it: load
 pam_module/pam_campus_mfa.py by path (its imports), then policy.login.login() with a
-scripted conversation that types CODE. With --helper SOCKET, the module's helper path
-instead: pam_module.adapter.ask_helper() asks the resident helper at SOCKET to run the
+scripted conversation that types CODE. With --authd SOCKET, the module's authd path
+instead: pam_module.adapter.ask_authd() asks the resident authd at SOCKET to run the
 login and relays the same scripted conversation. bench/run.py runs this under
 ``-X importtime`` and, with --profile, under cProfile.
 
-    /usr/bin/python3 -I bench/login_once.py [--profile] [--helper SOCKET] CONFIG USER RHOST CODE
+    /usr/bin/python3 -I bench/login_once.py [--profile] [--authd SOCKET] CONFIG USER RHOST CODE
 """
 import importlib.util
 import sys
@@ -42,15 +42,15 @@ def authenticate(config_path: str, user: str, rhost: str, code: str) -> str:
     return login(load_config(config_path), user, rhost, "bench", Scripted(code)).outcome
 
 
-def authenticate_via_helper(socket: str, config_path: str, user: str, rhost: str,
+def authenticate_via_authd(socket: str, config_path: str, user: str, rhost: str,
                             code: str) -> str:
     load_module()
-    from pam_module.adapter import Options, ask_helper
+    from pam_module.adapter import Options, ask_authd
 
-    outcome = ask_helper(socket, Options(config=config_path, helper=socket), user, "bench",
+    outcome = ask_authd(socket, Options(config=config_path, authd=socket), user, "bench",
                          rhost, Scripted(code))
     if outcome is None:
-        raise SystemExit(f"no helper answered at {socket}")
+        raise SystemExit(f"no authd answered at {socket}")
     return outcome
 
 
@@ -58,11 +58,11 @@ def main(argv: list[str]) -> int:
     profile = argv[:1] == ["--profile"]
     args = argv[1:] if profile else argv
     run = authenticate
-    if args[:1] == ["--helper"]:
+    if args[:1] == ["--authd"]:
         socket, args = args[1], args[2:]
 
         def run(*rest):
-            return authenticate_via_helper(socket, *rest)
+            return authenticate_via_authd(socket, *rest)
     print(MARK, file=sys.stderr, flush=True)
     if not profile:
         outcome = run(*args)

@@ -6,13 +6,13 @@ campus-mfa-bench-* (removed at the end), and measures, all on loopback:
 
 1. whole-process pamtester cost, interleaved: pam_permit, pam_google_authenticator,
    pam_oath, an empty pam_python module, campus-mfa on and off campus both in-process
-   (helper=off) and via the resident helper (policy/helper.py, started for the run with
+   (authd=off) and via the resident authd (policy/authd.py, started for the run with
    its socket in the bench's work directory); medians, ratios to the empty pam_python
-   module, peak RSS and CPU of each pamtester process, the helper's CPU per login and its
+   module, peak RSS and CPU of each pamtester process, the authd's CPU per login and its
    own RSS;
 2. where the time goes: ``-X importtime`` and cProfile of bench/login_once.py;
 3. N = 10, 50, 200 parallel off-campus pamtester logins, one user each, one in ten with a
-   wrong code, via the helper and in-process: throughput, latency percentiles, every
+   wrong code, via the authd and in-process: throughput, latency percentiles, every
    verdict checked (exit status and the audit line, and which process wrote that line);
 4. warm verifications/s in this process over one reused connection, and what one LDAP
    search and one modify cost over one reused connection with ldap3 (what policy/ uses)
@@ -82,7 +82,7 @@ PAM_D = Path("/etc/pam.d")
 SERVICE = "campus-mfa-bench-"
 PYTHON_FLOOR = "pam_python, empty module"
 IN_CAMPUS, IN_OFF = "campus-mfa in-process, campus", "campus-mfa in-process, off campus"
-HELPER_CAMPUS, HELPER_OFF = "campus-mfa via helper, campus", "campus-mfa via helper, off campus"
+AUTHD_CAMPUS, AUTHD_OFF = "campus-mfa via authd, campus", "campus-mfa via authd, off campus"
 COMPILED = ("policy", "pam_module", "enroll_web")
 DEADLINE = int(os.environ.get("BENCH_DEADLINE", "570"))
 PAMTESTER_TIMEOUT = 60          # one pamtester process; a hung one counts as a wrong verdict
@@ -216,7 +216,7 @@ def bytecode_state() -> tuple[int, list[str]]:
     return len(sources), stale
 
 
-# -- the resident helper ------------------------------------------------------------------
+# -- the resident authd ------------------------------------------------------------------
 
 def proc_cpu_ms(pid: int) -> float:
     """User + system CPU of a process so far, all its threads, ended ones included."""
@@ -259,33 +259,33 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-class Helper:
-    """policy.helper, started for the run: its socket is in the bench's work directory
-    (mode 0700, root's), so only this run's PAM services (helper=SOCKET) use it."""
+class Authd:
+    """policy.authd, started for the run: its socket is in the bench's work directory
+    (mode 0700, root's), so only this run's PAM services (authd=SOCKET) use it."""
 
     def __init__(self, work: Path) -> None:
-        self.socket = str(work / "helper.sock")
+        self.socket = str(work / "authd.sock")
         self.stderr: list[str] = []
-        self.proc = subprocess.Popen([PY, "-m", "policy.helper", "--socket", self.socket],
+        self.proc = subprocess.Popen([PY, "-m", "policy.authd", "--socket", self.socket],
                                      cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
-        ready = f"campus-mfa-helper: listening on {self.socket}"
+        ready = f"campus-mfa-authd: listening on {self.socket}"
         deadline = time.monotonic() + 20
         line = b""
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.proc.stderr], [], [], left)[0]:
                 self.stop()
-                raise RuntimeError("the helper did not say it was listening within 20 s")
+                raise RuntimeError("the authd did not say it was listening within 20 s")
             chunk = os.read(self.proc.stderr.fileno(), 1)
             if not chunk:
                 self.stop()
-                raise RuntimeError(f"the helper exited: {line.decode(errors='replace')}")
+                raise RuntimeError(f"the authd exited: {line.decode(errors='replace')}")
             line += chunk
         if line.decode().strip() != ready:
             self.stop()
-            raise RuntimeError(f"the helper said {line.decode(errors='replace')!r}")
+            raise RuntimeError(f"the authd said {line.decode(errors='replace')!r}")
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:
@@ -300,7 +300,7 @@ class Helper:
         return proc_status(self.pid)
 
     def stop(self) -> int | None:
-        """SIGTERM (the helper exits 0 and removes its socket); SIGKILL if it lingers."""
+        """SIGTERM (the authd exits 0 and removes its socket); SIGKILL if it lingers."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -426,11 +426,11 @@ class Variant:
     user: str
     rhost: str
     prepare: object   # () -> the text pamtester types
-    via_helper: bool = False
+    via_authd: bool = False
     runs: list[Run] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
     cpu_ms: list[float] = field(default_factory=list)          # per timed run
-    helper_cpu_ms: list[float] = field(default_factory=list)   # per timed run
+    authd_cpu_ms: list[float] = field(default_factory=list)   # per timed run
 
     def median_ms(self) -> float:
         return statistics.median(r.seconds for r in self.runs) * 1000
@@ -443,26 +443,26 @@ class Variant:
 @dataclass
 class WholeProcess:
     variants: list[Variant]
-    helper_after: dict[str, int]        # the helper's /proc status after section 1
-    served: dict[str, tuple[int, int]]  # variant -> (its audit lines, those from the helper)
+    authd_after: dict[str, int]        # the authd's /proc status after section 1
+    served: dict[str, tuple[int, int]]  # variant -> (its audit lines, those from the authd)
 
 
-def mfa_services(fx: Fixture, helper: Helper) -> dict[str, str]:
-    """The two campus-mfa PAM services, made once: in-process (helper=off, said
-    explicitly) and via the helper (helper=its socket)."""
+def mfa_services(fx: Fixture, authd: Authd) -> dict[str, str]:
+    """The two campus-mfa PAM services, made once: in-process (authd=off, said
+    explicitly) and via the authd (authd=its socket)."""
     mfa = (f"auth required pam_python.so {ROOT / 'pam_module' / 'pam_campus_mfa.py'} "
            f"config={fx.config_path}")
-    names = {"in-process": SERVICE + "mfa", "via helper": SERVICE + "helper"}
+    names = {"in-process": SERVICE + "mfa", "via authd": SERVICE + "authd"}
     if not (PAM_D / names["in-process"]).exists():
-        fx.add_service("mfa", f"{mfa} helper=off")
-        fx.add_service("helper", f"{mfa} helper={helper.socket}")
+        fx.add_service("mfa", f"{mfa} authd=off")
+        fx.add_service("authd", f"{mfa} authd={authd.socket}")
     return names
 
 
-def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
+def whole_process(fx: Fixture, user: User, authd: Authd) -> WholeProcess:
     """Section 1: every variant once per round, in a shuffled order each round."""
     ga, oath = fx.work / "google_authenticator", fx.work / "users.oath"
-    mfa = mfa_services(fx, helper)
+    mfa = mfa_services(fx, authd)
     svc = {
         "permit": fx.add_service("permit", "auth required pam_permit.so"),
         "ga": fx.add_service("ga", f"auth required pam_google_authenticator.so "
@@ -472,7 +472,7 @@ def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
         "empty": fx.add_service("empty", f"auth required pam_python.so "
                                          f"{ROOT / 'bench' / 'empty_module.py'}"),
         "mfa": mfa["in-process"],
-        "helper": mfa["via helper"],
+        "authd": mfa["via authd"],
     }
 
     def peer() -> str:
@@ -490,8 +490,8 @@ def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
         Variant(PYTHON_FLOOR, svc["empty"], user.uid, OFF, lambda: ""),
         Variant(IN_CAMPUS, svc["mfa"], user.uid, CAMPUS, lambda: ""),
         Variant(IN_OFF, svc["mfa"], user.uid, OFF, off_campus),
-        Variant(HELPER_CAMPUS, svc["helper"], user.uid, CAMPUS, lambda: "", via_helper=True),
-        Variant(HELPER_OFF, svc["helper"], user.uid, OFF, off_campus, via_helper=True),
+        Variant(AUTHD_CAMPUS, svc["authd"], user.uid, CAMPUS, lambda: "", via_authd=True),
+        Variant(AUTHD_OFF, svc["authd"], user.uid, OFF, off_campus, via_authd=True),
     ]
     time.sleep(0.2)
     fx.audit_lines.clear()
@@ -501,14 +501,14 @@ def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
         rng.shuffle(order)
         for v in order:
             stdin = v.prepare()
-            before = helper.cpu_ms() if v.via_helper else 0.0
+            before = authd.cpu_ms() if v.via_authd else 0.0
             children = children_cpu_ms()
             run = pamtester(v.service, v.user, v.rhost, stdin)
             if round_ >= WARMUP:
                 v.runs.append(run)
                 v.cpu_ms.append(children_cpu_ms() - children)
-                if v.via_helper:
-                    v.helper_cpu_ms.append(helper.cpu_ms() - before)
+                if v.via_authd:
+                    v.authd_cpu_ms.append(authd.cpu_ms() - before)
     for v in variants:
         for _ in range(RSS_RUNS):
             stdin = v.prepare()
@@ -519,8 +519,8 @@ def whole_process(fx: Fixture, user: User, helper: Helper) -> WholeProcess:
         if v.name.startswith("campus-mfa"):
             lines = [line for line in fx.audit_lines
                      if f"service={v.service} " in line and f"source={v.rhost} " in line]
-            served[v.name] = (len(lines), sum(audit_pid(line) == helper.pid for line in lines))
-    return WholeProcess(variants, helper.status(), served)
+            served[v.name] = (len(lines), sum(audit_pid(line) == authd.pid for line in lines))
+    return WholeProcess(variants, authd.status(), served)
 
 
 # -- where the time goes ------------------------------------------------------------------
@@ -529,12 +529,12 @@ IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
 def import_times(fx: Fixture, user: User, rhost: str,
-                 helper: str | None = None) -> tuple[float, list[tuple]]:
+                 authd: str | None = None) -> tuple[float, list[tuple]]:
     """Median over runs: total import time after the mark, and the heaviest imports
-    (name, depth, cumulative ms, self ms). ``helper``: the module's side of a login that
-    the helper at that socket runs."""
+    (name, depth, cumulative ms, self ms). ``authd``: the module's side of a login that
+    the authd at that socket runs."""
     script = str(ROOT / "bench" / "login_once.py")
-    via = ["--helper", helper] if helper else []
+    via = ["--authd", authd] if authd else []
     totals, per_module = [], {}
     for _ in range(IMPORT_RUNS):
         fx.reset(user)
@@ -578,31 +578,31 @@ def profile(fx: Fixture, user: User) -> str:
 
 @dataclass(frozen=True)
 class Level:
-    mode: str                       # "via helper" or "in-process"
+    mode: str                       # "via authd" or "in-process"
     n: int
     logins: int
     seconds: float
     latencies_ms: list[float]
     wrong_verdicts: int
     audit_mismatch: int
-    from_helper: int                # audit lines written by the helper's pid
+    from_authd: int                # audit lines written by the authd's pid
     right: int                      # logins whose exit status and audit line are right
     why_wrong: dict[str, int]       # audit reason of each login that ended wrongly
     pamtester_cpu_ms: float         # per login: the pamtester processes (getrusage)
-    helper_cpu_ms: float            # per login: the helper process (/proc/PID/stat)
+    authd_cpu_ms: float            # per login: the authd process (/proc/PID/stat)
 
     def pct(self, p: int) -> float:
         return statistics.quantiles(self.latencies_ms, n=100)[p - 1]
 
 
 def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
-                helper_pid: int) -> Level:
+                authd_pid: int) -> Level:
     """Bursts of ``n`` parallel logins until LOGINS_PER_LEVEL; every verdict checked by
     pamtester's exit status and by the login's audit line, which must come from the
-    helper's pid via the helper and from another pid in-process."""
-    latencies, elapsed, wrong, mismatch, from_helper, why = [], 0.0, 0, 0, 0, {}
+    authd's pid via the authd and from another pid in-process."""
+    latencies, elapsed, wrong, mismatch, from_authd, why = [], 0.0, 0, 0, 0, {}
     right = 0                       # exit status and the one audit line both as expected
-    children_cpu, helper_cpu = 0.0, 0.0
+    children_cpu, authd_cpu = 0.0, 0.0
     for _ in range(-(-LOGINS_PER_LEVEL // n)):
         batch = users[:n]
         for u in batch:
@@ -614,11 +614,11 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
         def one(u: User, ok: bool) -> Run:
             return login_when_asked(service, u.uid, OFF, lambda: (
                 code_now(u.secret) if ok else wrong_code(u.secret)))
-        children, helper0 = children_cpu_ms(), proc_cpu_ms(helper_pid)
+        children, authd0 = children_cpu_ms(), proc_cpu_ms(authd_pid)
         with ThreadPoolExecutor(max_workers=n) as pool:
             runs = list(pool.map(one, batch, expect))
         children_cpu += children_cpu_ms() - children
-        helper_cpu += proc_cpu_ms(helper_pid) - helper0
+        authd_cpu += proc_cpu_ms(authd_pid) - authd0
         elapsed += max(r.start + r.seconds for r in runs) - min(r.start for r in runs)
         latencies += [r.seconds * 1000 for r in runs]
         wrong += sum(r.ok != ok for r, ok in zip(runs, expect))
@@ -630,15 +630,15 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
         for u, ok, run in zip(batch, expect, runs):
             found = lines.get(u.uid, [])
             line = found[0] if found else ""
-            by_helper = audit_pid(line) == helper_pid
-            from_helper += by_helper
-            right += run.ok == ok and len(found) == 1 and by_helper == (mode == "via helper") \
+            by_authd = audit_pid(line) == authd_pid
+            from_authd += by_authd
+            right += run.ok == ok and len(found) == 1 and by_authd == (mode == "via authd") \
                 and ("outcome=success" in line) == ok
             if not line:
                 key = "no audit line"
             elif len(found) > 1:
                 key = f"{len(found)} audit lines"
-            elif by_helper != (mode == "via helper"):
+            elif by_authd != (mode == "via authd"):
                 key = f"audit line from pid {audit_pid(line)} ({mode})"
             elif ("outcome=success" in line) != ok:
                 reason = re.search(r'reason="?(.*?)"?$', line)
@@ -647,17 +647,17 @@ def burst_level(fx: Fixture, users: list[User], service: str, n: int, mode: str,
                 continue
             mismatch += 1
             why[key] = why.get(key, 0) + 1
-    return Level(mode, n, len(latencies), elapsed, latencies, wrong, mismatch, from_helper,
-                 right, why, children_cpu / len(latencies), helper_cpu / len(latencies))
+    return Level(mode, n, len(latencies), elapsed, latencies, wrong, mismatch, from_authd,
+                 right, why, children_cpu / len(latencies), authd_cpu / len(latencies))
 
 
-def concurrency(fx: Fixture, users: list[User], helper: Helper) -> list[Level]:
-    """Each N via the helper and in-process, one right after the other."""
-    service = mfa_services(fx, helper)
+def concurrency(fx: Fixture, users: list[User], authd: Authd) -> list[Level]:
+    """Each N via the authd and in-process, one right after the other."""
+    service = mfa_services(fx, authd)
     levels = []
     for n in CONCURRENCY:
-        for mode in ("via helper", "in-process"):
-            levels.append(burst_level(fx, users, service[mode], n, mode, helper.pid))
+        for mode in ("via authd", "in-process"):
+            levels.append(burst_level(fx, users, service[mode], n, mode, authd.pid))
             print(f"bench:   N = {n} {mode}: {levels[-1].logins} logins, "
                   f"{levels[-1].wrong_verdicts} wrong", flush=True)
     return levels
@@ -977,18 +977,18 @@ def report(r: dict) -> str:
     def ok(lv: Level) -> bool:
         return lv.wrong_verdicts == 0 and lv.audit_mismatch == 0 and lv.right == lv.logins
     all_right = all(ok(lv) for lv in levels)
-    h_campus, h_off = ratio(HELPER_CAMPUS), ratio(HELPER_OFF)
+    h_campus, h_off = ratio(AUTHD_CAMPUS), ratio(AUTHD_OFF)
     i_campus, i_off = ratio(IN_CAMPUS), ratio(IN_OFF)
     n_top = max(CONCURRENCY)
     out = ["# campus-mfa benchmark\n",
            "| target (issue) | measured | |", "|---|---|---|",
            f"| campus path <= 1.2x the empty pam_python module | **{h_campus:.2f}x** via the "
-           f"helper (in-process, helper=off: {i_campus:.2f}x) | {verdict(h_campus <= 1.2)} |",
+           f"authd (in-process, authd=off: {i_campus:.2f}x) | {verdict(h_campus <= 1.2)} |",
            f"| off-campus path, correct code (LDAP read, verify, CAS write) <= 2x | "
-           f"**{h_off:.2f}x** via the helper (in-process, helper=off: {i_off:.2f}x) | "
+           f"**{h_off:.2f}x** via the authd (in-process, authd=off: {i_off:.2f}x) | "
            f"{verdict(h_off <= 2.0)} |",
-           f"| every verdict right at N = {n_top} parallel logins | via the helper "
-           f"{right(top['via helper'])}; in-process {right(top['in-process'])} | "
+           f"| every verdict right at N = {n_top} parallel logins | via the authd "
+           f"{right(top['via authd'])}; in-process {right(top['in-process'])} | "
            f"{verdict(all(ok(lv) for lv in top.values()))} |",
            f"| >= 2,000 warm verifications/s, one process, one reused connection | "
            f"**{verify_rate:,.0f}/s** with ldap3 ({1000 / pv_ms:,.0f}/s interleaved with the "
@@ -996,33 +996,33 @@ def report(r: dict) -> str:
            f"{serial['ldap3']:,.0f}/s with ldap3 and {serial['python-ldap']:,.0f}/s with "
            f"python-ldap; section 4) | "
            f"{verdict(verify_rate >= 2000)} |", ""]
-    hv = by_name[HELPER_OFF]
-    out.append(f"Not in the via-helper ratios: the helper's own CPU, about "
-               f"{statistics.mean(hv.helper_cpu_ms):.0f} ms per off-campus login and "
-               f"{statistics.mean(by_name[HELPER_CAMPUS].helper_cpu_ms):.1f} ms per campus "
-               f"login, and its memory, {mb(r['helper_end']['VmHWM'])} MB peak RSS resident "
+    hv = by_name[AUTHD_OFF]
+    out.append(f"Not in the via-authd ratios: the authd's own CPU, about "
+               f"{statistics.mean(hv.authd_cpu_ms):.0f} ms per off-campus login and "
+               f"{statistics.mean(by_name[AUTHD_CAMPUS].authd_cpu_ms):.1f} ms per campus "
+               f"login, and its memory, {mb(r['authd_end']['VmHWM'])} MB peak RSS resident "
                f"for all logins (section 1). The in-process ratios are what a login costs "
-               f"when no helper runs (helper=off, or no socket).\n")
+               f"when no authd runs (authd=off, or no socket).\n")
     checks = []
     sec1_wrong = sum(len(v.runs) - sum(x.ok for x in v.runs) for v in variants)
     checks.append(f"section 1: {'every' if not sec1_wrong else f'{sec1_wrong} NOT'} login "
                   f"ended as expected")
     expected = WARMUP + ROUNDS + RSS_RUNS
     for name, (lines, helped) in wp.served.items():
-        want = lines if name.startswith("campus-mfa via helper") else 0
+        want = lines if name.startswith("campus-mfa via authd") else 0
         if lines != expected or helped != want:
             checks.append(f"**{name}: {lines} audit lines for {expected} logins, {helped} "
-                          f"from the helper (expected {want})**")
+                          f"from the authd (expected {want})**")
     if all(lines == expected and helped == (lines if n.startswith("campus-mfa via") else 0)
            for n, (lines, helped) in wp.served.items()):
-        checks.append(f"the helper (pid {r['helper_pid']}) wrote the audit line of every "
-                      f"via-helper login and of no in-process one ({expected} each)")
+        checks.append(f"the authd (pid {r['authd_pid']}) wrote the audit line of every "
+                      f"via-authd login and of no in-process one ({expected} each)")
     checks.append("section 3: every verdict right at every N, both ways" if all_right
                   else "**section 3: some verdicts wrong (below)**")
-    checks.append("the helper printed nothing besides its ready line" if not r["helper_stderr"]
-                  else f"**the helper printed {len(r['helper_stderr'])} more lines (end of "
+    checks.append("the authd printed nothing besides its ready line" if not r["authd_stderr"]
+                  else f"**the authd printed {len(r['authd_stderr'])} more lines (end of "
                        f"the report)**")
-    checks.append(f"the helper exited with status {r['helper_exit']} on SIGTERM")
+    checks.append(f"the authd exited with status {r['authd_exit']} on SIGTERM")
     out.append("Checks: " + "; ".join(checks) + ".\n")
 
     n_mod, stale_start, stale_end = r["bytecode"]
@@ -1041,34 +1041,34 @@ def report(r: dict) -> str:
             f"{', '.join(stale_end) or 'none'}. (pam_python reads the module file named on "
             "the PAM line, pam_module/pam_campus_mfa.py and bench/empty_module.py, from "
             "source every time, installed or not; both are small.)",
-            f"- Helper: `{PY} -m policy.helper --socket <work dir>/helper.sock`, started for the "
+            f"- Authd: `{PY} -m policy.authd --socket <work dir>/authd.sock`, started for the "
             "run (pid "
-            f"{r['helper_pid']}); the via-helper variants use the PAM option "
-            "`helper=<that socket>`, the in-process ones `helper=off`.\n"]
+            f"{r['authd_pid']}); the via-authd variants use the PAM option "
+            "`authd=<that socket>`, the in-process ones `authd=off`.\n"]
 
     out += ["## 1. One login, whole pamtester process\n",
             "| variant | median ms | p25-p75 ms | x empty pam_python | CPU ms (pamtester) | "
-            "helper CPU ms | peak RSS MB (pamtester) | verdicts right |",
+            "authd CPU ms | peak RSS MB (pamtester) | verdicts right |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for v in variants:
         q1, q3 = v.quartiles_ms()
         cpu = statistics.median(v.cpu_ms)
-        helper_cpu = f"{statistics.mean(v.helper_cpu_ms):.1f}" if v.via_helper else "-"
+        authd_cpu = f"{statistics.mean(v.authd_cpu_ms):.1f}" if v.via_authd else "-"
         out.append(f"| {v.name} | {v.median_ms():.1f} | {q1:.1f}-{q3:.1f} | "
                    f"{v.median_ms() / floor:.2f} | {cpu:.1f} | "
-                   f"{helper_cpu} | {mb(statistics.median(v.rss_kb))} | "
+                   f"{authd_cpu} | {mb(statistics.median(v.rss_kb))} | "
                    f"{sum(x.ok for x in v.runs)}/{len(v.runs)} |")
-    h1, h3 = wp.helper_after, r["helper_end"]
+    h1, h3 = wp.authd_after, r["authd_end"]
     out.append(f"\nTargets: campus <= 1.2x, off campus <= 2x the empty pam_python module. "
                f"The chart is bench/out/logins.png. CPU ms (pamtester): "
                f"user + system time of each timed pamtester process (getrusage of this "
-               f"process's children), median. Helper CPU ms: the helper process's user + "
-               f"system time during each timed via-helper login (/proc/PID/stat, which counts "
+               f"process's children), median. Authd CPU ms: the authd process's user + "
+               f"system time during each timed via-authd login (/proc/PID/stat, which counts "
                f"in 10 ms units), mean of {ROUNDS}; it is not in the pamtester columns. Peak "
                f"RSS: median of {RSS_RUNS} more runs under /usr/bin/time.\n")
-    out.append(f"**The helper's own memory** (pid {r['helper_pid']}; the via-helper pamtester "
+    out.append(f"**The authd's own memory** (pid {r['authd_pid']}; the via-authd pamtester "
                f"RSS above does not include ldap3 or the parsed configuration, this process "
-               f"holds them once for all logins): after section 1 ({expected * 2} via-helper "
+               f"holds them once for all logins): after section 1 ({expected * 2} via-authd "
                f"logins, one at a time) VmRSS {mb(h1['VmRSS'])} MB, VmHWM (peak) "
                f"{mb(h1['VmHWM'])} MB, {h1['Threads']} threads; at the end of the run, after "
                f"section 3's N = {n_top} parallel logins, VmRSS {mb(h3['VmRSS'])} MB, VmHWM "
@@ -1082,14 +1082,14 @@ def report(r: dict) -> str:
                               "in-process, off-campus path")):
         out.append(f"- {label}: {by_name[name].median_ms() - floor:.0f} ms over the empty "
                    f"module, of which {imports[key][0]:.0f} ms are imports (below)")
-    hkey = "via helper, module side"
-    for label, name in (("via helper, campus path", HELPER_CAMPUS),
-                        ("via helper, off-campus path", HELPER_OFF)):
+    hkey = "via authd, module side"
+    for label, name in (("via authd, campus path", AUTHD_CAMPUS),
+                        ("via authd, off-campus path", AUTHD_OFF)):
         v = by_name[name]
         out.append(f"- {label}: {v.median_ms() - floor:.1f} ms over the empty module; the "
                    f"module side imports {imports[hkey][0]:.1f} ms (below), the rest is the "
-                   f"socket round trips and the helper's work, which took "
-                   f"{statistics.mean(v.helper_cpu_ms):.1f} ms of the helper's CPU per login")
+                   f"socket round trips and the authd's work, which took "
+                   f"{statistics.mean(v.authd_cpu_ms):.1f} ms of the authd's CPU per login")
     out.append("")
     for label, (total, rows) in imports.items():
         out.append(f"`-X importtime`, {label}: {total:.1f} ms of imports after interpreter "
@@ -1102,22 +1102,22 @@ def report(r: dict) -> str:
             "```", r["profile"], "```\n"]
 
     out += [f"## 3. Parallel off-campus logins (one pamtester and one user each, one slapd)\n",
-            f"Each N via the helper and in-process (helper=off), one right after the other. "
+            f"Each N via the authd and in-process (authd=off), one right after the other. "
             f"One login in {WRONG_EVERY} types a wrong code; a verdict is right when "
             "pamtester's exit status and the login's audit line match the code typed, and "
-            "the audit line came from the helper's pid (via the helper) or from another "
-            "(in-process). Via the helper the audit lines are written by the helper, to the "
+            "the audit line came from the authd's pid (via the authd) or from another "
+            "(in-process). Via the authd the audit lines are written by the authd, to the "
             "config's audit socket the bench listens on.\n",
             "| mode | N | logins | logins/s | p50 ms | p95 ms | p99 ms | CPU ms per login: "
-            "pamtester + helper | wrong verdicts | audit mismatches | audit lines from the "
-            "helper |",
+            "pamtester + authd | wrong verdicts | audit mismatches | audit lines from the "
+            "authd |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     out += [f"| {lv.mode} | {lv.n} | {lv.logins} | {lv.logins / lv.seconds:.0f} | "
             f"{lv.pct(50):.0f} | {lv.pct(95):.0f} | {lv.pct(99):.0f} | "
-            f"{lv.pamtester_cpu_ms:.0f} + {lv.helper_cpu_ms:.0f} | {lv.wrong_verdicts} | "
-            f"{lv.audit_mismatch} | {lv.from_helper} |" for lv in levels]
+            f"{lv.pamtester_cpu_ms:.0f} + {lv.authd_cpu_ms:.0f} | {lv.wrong_verdicts} | "
+            f"{lv.audit_mismatch} | {lv.from_authd} |" for lv in levels]
     out.append(f"\nCPU per login: the pamtester processes' user + system time (getrusage of "
-               f"this process's children) and the helper's (/proc/PID/stat) over each level, "
+               f"this process's children) and the authd's (/proc/PID/stat) over each level, "
                f"divided by its logins; the machine has {os.cpu_count()} CPUs.")
     for lv in levels:
         out += [f"- {lv.mode}, N = {lv.n}, ended wrongly {count}x: {why}"
@@ -1211,8 +1211,8 @@ def report(r: dict) -> str:
             "|---|---:|---:|---:|---:|---:|"]
     out += [f"| {w['name']} | {w['rps']:.0f} | {w['p50']:.1f} | {w['p99']:.1f} | "
             f"{w['requests']} | {w['non2xx']} |" for w in web]
-    if r["helper_stderr"]:
-        out += ["\n## The helper's other output\n", "```", *r["helper_stderr"][-60:], "```"]
+    if r["authd_stderr"]:
+        out += ["\n## The authd's other output\n", "```", *r["authd_stderr"][-60:], "```"]
     return "\n".join(out) + "\n"
 
 
@@ -1237,34 +1237,34 @@ def main() -> int:
     byte_compile()
     n_modules, stale_start = bytecode_state()
     work = Path(tempfile.mkdtemp(prefix="campus-mfa-bench-"))
-    fx = helper = None
+    fx = authd = None
     r: dict = {}
     try:
         fx = Fixture(work)
         users = fx.enroll([f"bench{i:03d}" for i in range(max(CONCURRENCY) + 1)])
         solo, crowd = users[-1], users[:-1]
-        helper = Helper(work)
-        r["helper_pid"] = helper.pid
-        print(f"bench: helper pid {helper.pid} at {helper.socket}", flush=True)
+        authd = Authd(work)
+        r["authd_pid"] = authd.pid
+        print(f"bench: authd pid {authd.pid} at {authd.socket}", flush=True)
         print("bench: 1/5 whole-process logins", flush=True)
-        r["whole"] = whole_process(fx, solo, helper)
+        r["whole"] = whole_process(fx, solo, authd)
         print("bench: 2/5 import times and profile", flush=True)
         r["imports"] = {
             "in-process, campus path": import_times(fx, solo, CAMPUS),
             "in-process, off-campus path": import_times(fx, solo, OFF),
-            "via helper, module side": import_times(fx, solo, CAMPUS, helper.socket)}
+            "via authd, module side": import_times(fx, solo, CAMPUS, authd.socket)}
         r["profile"] = profile(fx, solo)
         print("bench: 3/5 parallel logins", flush=True)
-        r["levels"] = concurrency(fx, crowd, helper)
+        r["levels"] = concurrency(fx, crowd, authd)
         print("bench: 4/5 warm verifications and LDAP operations", flush=True)
         r["warm"] = warm_verifications(fx, solo)
         r["ops"], r["ldap_imports"] = ldap_op_costs(fx, solo, crowd[0])
-        r["helper_end"] = helper.status()
+        r["authd_end"] = authd.status()
         print("bench: 5/5 enrollment site", flush=True)
         r["web"] = site(fx)
-        r["helper_exit"] = helper.stop()
+        r["authd_exit"] = authd.stop()
         time.sleep(0.1)
-        r["helper_stderr"] = helper.stderr
+        r["authd_stderr"] = authd.stderr
         r["bytecode"] = (n_modules, stale_start, bytecode_state()[1])
         r["seconds"] = time.monotonic() - began
         r["load"] = (load_start, os.getloadavg()[0])
@@ -1274,8 +1274,8 @@ def main() -> int:
         chart(r["whole"].variants, floor, OUT / "logins.png")
     finally:
         signal.alarm(0)
-        if helper is not None:
-            helper.stop()
+        if authd is not None:
+            authd.stop()
         if fx is not None:
             fx.close()
         shutil.rmtree(work, ignore_errors=True)

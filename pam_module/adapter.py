@@ -1,10 +1,10 @@
 """The PAM adapter behind pam_campus_mfa.py: PAM items (user, service, rhost, the
 conversation and, in ``combined`` mode, PAM_AUTHTOK) go in; one call to
 policy.login.login() decides, prompts, verifies and writes the audit line; its outcome
-comes back as a PAM code. That call runs in the resident helper (policy/helper.py) when
+comes back as a PAM code. That call runs in the resident authd (policy/authd.py) when
 its socket answers, with this module relaying the conversation, and here otherwise.
 Options (README.md's PAM stack section): config=PATH, tries=N, combined, debug,
-syslog_socket=PATH, helper=PATH|off.
+syslog_socket=PATH, authd=PATH|off.
 
 Every login pays for what this module imports at the top, so policy's modules are
 imported only on the path that does the work here.
@@ -17,15 +17,15 @@ import policy
 
 PASSWORD_PROMPT = "Password: "
 MAX_TRIES = 10
-HELPER_TIMEOUT = 120  # seconds without a word from the helper (LDAP timeouts are shorter)
+AUTHD_TIMEOUT = 120  # seconds without a word from the authd (LDAP timeouts are shorter)
 
 
 # The module arguments on the PAM line, after the module path. combined: password and
-# code in one PAM_AUTHTOK; syslog_socket: for lines written without a config; helper: its
+# code in one PAM_AUTHTOK; syslog_socket: for lines written without a config; authd: its
 # socket, or "off"; problem: the first bad argument (the module then fails closed).
-Options = namedtuple("Options", "config tries combined debug syslog_socket helper problem",
+Options = namedtuple("Options", "config tries combined debug syslog_socket authd problem",
                      defaults=(policy.DEFAULT_CONFIG, 3, False, False, policy.DEFAULT_SYSLOG,
-                               policy.HELPER_SOCKET, ""))
+                               policy.AUTHD_SOCKET, ""))
 
 
 def parse_options(args: list[str]) -> Options:
@@ -40,9 +40,9 @@ def parse_options(args: list[str]) -> Options:
             error = f"option {name} given twice"
         elif name in ("combined", "debug") and not equals:
             values[name] = True
-        elif name == "helper" and value == "off":
+        elif name == "authd" and value == "off":
             values[name] = value
-        elif name in ("config", "syslog_socket", "helper") and equals:
+        elif name in ("config", "syslog_socket", "authd") and equals:
             # A relative path would depend on the calling process's working directory.
             if os.path.isabs(value):
                 values[name] = value
@@ -108,8 +108,8 @@ class CombinedConversation(PamConversation):
         return authtok[-self.digits:]
 
 
-class HelperFailed(Exception):
-    """The helper broke off after part of the conversation had reached the user."""
+class AuthdFailed(Exception):
+    """The authd broke off after part of the conversation had reached the user."""
 
 
 def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
@@ -124,10 +124,10 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         if options.problem:
             return refuse(conversation, sink, user, service, rhost,
                           f"module option: {options.problem}")
-        if options.helper != "off" and not options.debug:  # debug: every step here, logged
+        if options.authd != "off" and not options.debug:  # debug: every step here, logged
             if options.combined:
                 conversation = CombinedConversation(pamh, silent=silent)
-            outcome = ask_helper(options.helper, options, user, service, rhost, conversation)
+            outcome = ask_authd(options.authd, options, user, service, rhost, conversation)
             if outcome is not None:
                 return pam_code(pamh, outcome)
         from policy.audit import quote
@@ -153,12 +153,12 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         if isinstance(err, ConfigError):  # the file, or a password file it names
             return refuse(conversation, sink, user, service, rhost,
                           f"configuration error: {err}")
-        if isinstance(err, HelperFailed):
+        if isinstance(err, AuthdFailed):
             try:  # the line goes where the config sends lines, if it can be read
                 sink = load_config(options.config).audit.syslog_socket
             except Exception:  # noqa: BLE001  (then to the option's socket)
                 pass
-            return refuse(conversation, sink, user, service, rhost, f"helper: {err}")
+            return refuse(conversation, sink, user, service, rhost, f"authd: {err}")
         debug(options, sink, f"traceback, innermost first: {where(err, every_frame=True)}")
         return refuse(conversation, sink, user, service, rhost,
                       f"internal error: {type(err).__name__} at {where(err)}")
@@ -175,11 +175,11 @@ def pam_code(pamh, outcome: str) -> int:
             "unavailable": pamh.PAM_AUTHINFO_UNAVAIL}.get(outcome, pamh.PAM_AUTH_ERR)
 
 
-def ask_helper(path: str, options: Options, user: str, service: str, rhost: str | None,
+def ask_authd(path: str, options: Options, user: str, service: str, rhost: str | None,
                conversation: PamConversation) -> str | None:
-    """Let the resident helper (policy/helper.py, which documents the protocol) run the
-    login, relaying its prompts and messages. None: no helper answered before anything
-    reached the user, so this module does the work itself. HelperFailed: the helper broke
+    """Let the resident authd (policy/authd.py, which documents the protocol) run the
+    login, relaying its prompts and messages. None: no authd answered before anything
+    reached the user, so this module does the work itself. AuthdFailed: the authd broke
     off later, and the login fails closed."""
     import _socket  # the C module under `socket`, whose Python layer costs more to import
 
@@ -188,15 +188,15 @@ def ask_helper(path: str, options: Options, user: str, service: str, rhost: str 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     relayed = False
     try:
-        sock.settimeout(HELPER_TIMEOUT)
+        sock.settimeout(AUTHD_TIMEOUT)
         try:
             sock.connect(path)
             creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
             if int.from_bytes(creds[4:8], sys.byteorder) != 0:
-                return None  # not root's helper: never talk to it
+                return None  # not root's authd: never talk to it
         except OSError:
-            return None  # no helper here (or not for this process): work alone
-        # MSG_NOSIGNAL: a helper that died must not kill the host process with SIGPIPE
+            return None  # no authd here (or not for this process): work alone
+        # MSG_NOSIGNAL: an authd that died must not kill the host process with SIGPIPE
         # (pam_python leaves the host's signal handling alone, and its default is to die).
         sock.sendall(pack("login", options.config, user, service, rhost, str(options.tries),
                           "1" if options.combined else "0"), _socket.MSG_NOSIGNAL)
@@ -215,11 +215,11 @@ def ask_helper(path: str, options: Options, user: str, service: str, rhost: str 
             elif kind == "error" and len(fields) == 1:
                 conversation.error(fields[0])
             else:
-                raise HelperFailed("unexpected message")
+                raise AuthdFailed("unexpected message")
     except (OSError, ValueError) as err:  # WireError is a ValueError
         if not relayed:
             return None
-        raise HelperFailed(f"{type(err).__name__} mid-conversation") from None
+        raise AuthdFailed(f"{type(err).__name__} mid-conversation") from None
     finally:
         sock.close()
 

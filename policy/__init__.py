@@ -5,4 +5,4 @@ here, not in the modules that use them, for the same reason.
 """
 DEFAULT_CONFIG = "/etc/campus-mfa/campus-mfa.toml"
 DEFAULT_SYSLOG = "/dev/log"
-HELPER_SOCKET = "/run/campus-mfa/helper.sock"
+AUTHD_SOCKET = "/run/campus-mfa/authd.sock"

@@ -1,4 +1,4 @@
-"""The frames that the PAM module and the helper exchange (policy/helper.py).
+"""The frames that the PAM module and the authd exchange (policy/authd.py).
 
 A frame is a 4-byte big-endian length and that many bytes: fields separated by NUL, each
 ``s`` + UTF-8 text or ``n`` for None. PAM hands over C strings, which cannot hold a NUL.

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pamtest import HelperProcess
+from pamtest import AuthdProcess
 from policy import devldap
 
 
@@ -37,9 +37,9 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devldap.DevLdap]
 
 
 @pytest.fixture(scope="session")
-def helper() -> Iterator[HelperProcess]:
-    """One resident helper (policy/helper.py) for the session, on a socket of its own."""
-    handle = HelperProcess()
+def authd() -> Iterator[AuthdProcess]:
+    """One resident authd (policy/authd.py) for the session, on a socket of its own."""
+    handle = AuthdProcess()
     try:
         yield handle
     finally:

@@ -6,9 +6,9 @@ files in /etc/pam.d with unique names, listens on the syslog socket the configs 
 teardown removes what it wrote and proves that no registered secret value (code, secret,
 password) reached a syslog line or pamtester's output.
 
-The lab's services run the module in-process (``helper=off``) or through the session's
-resident helper (``HelperProcess``); in helper mode the teardown also proves that every
-audit line came from the helper's process, so a test cannot pass by silently falling back.
+The lab's services run the module in-process (``authd=off``) or through the session's
+resident authd (``AuthdProcess``); in authd mode the teardown also proves that every
+audit line came from the authd's process, so a test cannot pass by silently falling back.
 """
 from __future__ import annotations
 
@@ -181,13 +181,13 @@ class Tripwire:
         self._sock.close()
 
 
-class HelperProcess:
-    """``python3 -m policy.helper`` on a socket of its own, started and stopped by tests."""
+class AuthdProcess:
+    """``python3 -m policy.authd`` on a socket of its own, started and stopped by tests."""
 
     def __init__(self, path: str | None = None) -> None:
-        self.dir = tempfile.mkdtemp(prefix="cmfa-helper-", dir="/tmp")
-        self.path = path or os.path.join(self.dir, "helper.sock")
-        self.proc = subprocess.Popen([PYTHON, "-m", "policy.helper", "--socket", self.path],
+        self.dir = tempfile.mkdtemp(prefix="cmfa-authd-", dir="/tmp")
+        self.path = path or os.path.join(self.dir, "authd.sock")
+        self.proc = subprocess.Popen([PYTHON, "-m", "policy.authd", "--socket", self.path],
                                      cwd=ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env=clean_env())
@@ -195,7 +195,7 @@ class HelperProcess:
         ready = self.proc.stderr.readline()
         if f"listening on {self.path}" not in ready:
             self.proc.kill()
-            raise RuntimeError(f"helper did not start: {ready}{self.proc.stderr.read()}")
+            raise RuntimeError(f"authd did not start: {ready}{self.proc.stderr.read()}")
 
     def stop(self) -> int:
         """SIGTERM, then the exit code."""
@@ -291,8 +291,8 @@ class PamLab:
     slapd: devldap.DevLdap
     tmp_path: Path
     fresh_user: Any
-    helper: HelperProcess | None = None  # None: the services run the module in-process
-    idle_helper_pid: int = -1            # in-process: a helper that must not be used
+    authd: AuthdProcess | None = None  # None: the services run the module in-process
+    idle_authd_pid: int = -1            # in-process: an authd that must not be used
     in_process_lines: bool = False       # set by a test whose lines come from pamtester
     secret_values: set[str] = field(default_factory=set)  # must appear in no output
     outputs: list[str] = field(default_factory=list)
@@ -346,7 +346,7 @@ class PamLab:
     @property
     def where(self) -> str:
         """The module option that says where the login runs."""
-        return f"helper={self.helper.path}" if self.helper else "helper=off"
+        return f"authd={self.authd.path}" if self.authd else "authd=off"
 
     # users and tokens
 
@@ -420,13 +420,13 @@ class PamLab:
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
     def assert_lines_from_the_right_process(self) -> None:
-        """Helper mode: every line from the helper; in-process: none from a helper."""
+        """Authd mode: every line from the authd; in-process: none from an authd."""
         pids = {int(m[1]) for m in (re.match(r"<\d+>campus-mfa\[(\d+)\]", line)
                                     for line in self.syslog.lines) if m}
-        if self.helper is not None and not self.in_process_lines:
-            assert pids <= {self.helper.pid}, f"lines not from the helper: {pids}"
+        if self.authd is not None and not self.in_process_lines:
+            assert pids <= {self.authd.pid}, f"lines not from the authd: {pids}"
         else:
-            assert self.idle_helper_pid not in pids, "an in-process service used a helper"
+            assert self.idle_authd_pid not in pids, "an in-process service used an authd"
 
     def assert_no_secret_leaked(self) -> None:
         # Past the "<pri>campus-mfa[pid]: " prefix, whose digits could hold a code by chance.
@@ -439,8 +439,8 @@ class PamLab:
 
 
 def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,
-             helper: HelperProcess | None, idle_helper_pid: int = -1) -> Iterator[PamLab]:
-    lab = PamLab(slapd, tmp_path, fresh_user, helper, idle_helper_pid)
+             authd: AuthdProcess | None, idle_authd_pid: int = -1) -> Iterator[PamLab]:
+    lab = PamLab(slapd, tmp_path, fresh_user, authd, idle_authd_pid)
     try:
         yield lab
         lab.assert_no_secret_leaked()
@@ -451,15 +451,15 @@ def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,
 
 @pytest.fixture
 def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any) -> Iterator[PamLab]:
-    """The module in-process (``helper=off``)."""
+    """The module in-process (``authd=off``)."""
     yield from make_lab(slapd, tmp_path, fresh_user, None)
 
 
-@pytest.fixture(params=["in-process", "helper"])
+@pytest.fixture(params=["in-process", "authd"])
 def pam_both(request: pytest.FixtureRequest, slapd: devldap.DevLdap, tmp_path: Path,
-             fresh_user: Any, helper: HelperProcess) -> Iterator[PamLab]:
-    """The same test twice: the module in-process, then through the helper."""
-    if request.param == "helper":
-        yield from make_lab(slapd, tmp_path, fresh_user, helper)
+             fresh_user: Any, authd: AuthdProcess) -> Iterator[PamLab]:
+    """The same test twice: the module in-process, then through the authd."""
+    if request.param == "authd":
+        yield from make_lab(slapd, tmp_path, fresh_user, authd)
     else:
-        yield from make_lab(slapd, tmp_path, fresh_user, None, idle_helper_pid=helper.pid)
+        yield from make_lab(slapd, tmp_path, fresh_user, None, idle_authd_pid=authd.pid)

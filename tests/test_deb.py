@@ -1,9 +1,9 @@
 """The Debian packages as a sysadmin meets them: `make deb`, lintian, `apt-get install`, logins
-through the INSTALLED PAM module, the pam-auth-update profile, the site and the helper under
+through the INSTALLED PAM module, the pam-auth-update profile, the site and the authd under
 their units' command lines, and `apt-get purge`.
 
 These tests change the machine (packages, /etc/campus-mfa, /etc/pam.d, a system user, the
-helper unit's enablement). The module's ``machine`` fixture refuses a machine where the
+authd unit's enablement). The module's ``machine`` fixture refuses a machine where the
 packages or their files already exist, and at the end purges, removes what the tests wrote
 and restores pam-auth-update's files, on failure too.
 """
@@ -45,8 +45,8 @@ WEB_SECRET = ETC / "web.secret"
 SHARE = Path("/usr/share/campus-mfa")
 PROFILE = Path("/usr/share/pam-configs/campus-mfa")
 UNIT = Path("/lib/systemd/system/campus-mfa-enroll.service")
-HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-helper.service")
-HELPER_LAUNCHER = Path("/usr/libexec/campus-mfa/campus-mfa-helper")
+HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-authd.service")
+HELPER_LAUNCHER = Path("/usr/libexec/campus-mfa/campus-mfa-authd")
 HELPER_RUNTIME = Path("/run/campus-mfa")
 # What deb-systemd-helper enable makes (the unit's WantedBy=) and where it records it.
 WANTS = Path("/etc/systemd/system/multi-user.target.wants")
@@ -163,7 +163,7 @@ def systemd_leftovers() -> list[Path]:
     """The packages' units as systemd and deb-systemd-helper know them: enablement symlinks
     and the state that postrm purge removes."""
     found = []
-    for unit in ("campus-mfa-helper.service", "campus-mfa-enroll.service"):
+    for unit in ("campus-mfa-authd.service", "campus-mfa-enroll.service"):
         found += [WANTS / unit, DSH_STATE / f"{unit}.dsh-also", DSH_STATE / WANTS.name / unit,
                   Path("/var/lib/systemd/deb-systemd-helper-masked", unit)]
     return [path for path in found if path.exists() or path.is_symlink()]
@@ -321,8 +321,8 @@ def test_make_deb_builds_the_three_packages_with_their_files(debs: Debs) -> None
                 "/usr/share/campus-mfa/policy/demo.py"} & common
     assert {"/usr/share/campus-mfa/pam_module/pam_campus_mfa.py",
             "/usr/share/pam-configs/campus-mfa", str(HELPER_UNIT), str(HELPER_LAUNCHER)} <= pam
-    # The helper's code is the policy package of campus-mfa-common.
-    assert "/usr/share/campus-mfa/policy/helper.py" in common
+    # The authd's code is the policy package of campus-mfa-common.
+    assert "/usr/share/campus-mfa/policy/authd.py" in common
     assert not [f for f in pam if "/policy/" in f]
     assert {"/usr/share/campus-mfa/enroll_web/__init__.py",
             "/usr/share/campus-mfa/enroll_web/templates/login.html",
@@ -552,23 +552,23 @@ def _log_tail(log: Any) -> str:
     return log.read()[-3000:]
 
 
-# -- 4b: the helper under its unit's command line -------------------------------------------
+# -- 4b: the authd under its unit's command line -------------------------------------------
 
-def installed_helper_socket() -> str:
-    """The module's default helper= (policy.HELPER_SOCKET) as the installed code has it."""
+def installed_authd_socket() -> str:
+    """The module's default authd= (policy.AUTHD_SOCKET) as the installed code has it."""
     return run("/usr/bin/python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-               "import policy; print(policy.HELPER_SOCKET)", str(SHARE)).stdout.strip()
+               "import policy; print(policy.AUTHD_SOCKET)", str(SHARE)).stdout.strip()
 
 
-def test_helper_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
+def test_authd_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
         installed: Debs) -> None:
     run("systemd-analyze", "verify", "--man=no", str(HELPER_UNIT))
     unit = unit_settings(HELPER_UNIT)
     argv = shlex.split(unit["ExecStart"])
     assert argv[0] == str(HELPER_LAUNCHER) and os.access(HELPER_LAUNCHER, os.X_OK)
-    assert argv[1:] == ["--socket", installed_helper_socket()]
-    assert argv[2] == f"/run/{unit['RuntimeDirectory']}/helper.sock" \
-        == str(HELPER_RUNTIME / "helper.sock")
+    assert argv[1:] == ["--socket", installed_authd_socket()]
+    assert argv[2] == f"/run/{unit['RuntimeDirectory']}/authd.sock" \
+        == str(HELPER_RUNTIME / "authd.sock")
     assert unit["RuntimeDirectoryMode"] == "0700"  # root only: others fail fast, work alone
     assert unit["Restart"] == "on-failure" and "User" not in unit  # root, like the module
     assert unit["WantedBy"] == "multi-user.target"
@@ -587,22 +587,22 @@ def capability_bits(pid: int) -> int:
     return int(re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.MULTILINE).group(1), 16)
 
 
-def test_helper_under_its_units_command_line_serves_the_installed_module_and_stops_on_term(
+def test_authd_under_its_units_command_line_serves_the_installed_module_and_stops_on_term(
         enrolled: tuple[str, str, str], audit_lines: AuditListener) -> None:
     """The unit's ExecStart with its socket in a fresh 0700 directory (what RuntimeDirectory=
     makes), under the unit's NoNewPrivileges= and CapabilityBoundingSet=; a pamtester login
-    through the INSTALLED module with helper= that socket is the helper's work: its audit
-    lines carry the helper's pid."""
+    through the INSTALLED module with authd= that socket is the authd's work: its audit
+    lines carry the authd's pid."""
     uid, _, secret = enrolled
     unit = unit_settings(HELPER_UNIT)
     argv = shlex.split(unit["ExecStart"])
     runtime = Path(tempfile.mkdtemp(prefix="campus-mfa-debtest.", dir="/run"))  # 0700
-    sock_path = runtime / "helper.sock"
+    sock_path = runtime / "authd.sock"
     argv[argv.index("--socket") + 1] = str(sock_path)
     assert unit["NoNewPrivileges"] == "yes"
     caps = unit["CapabilityBoundingSet"].split()
     bounding = ",".join(["-all"] + ["+" + cap.lower().removeprefix("cap_") for cap in caps])
-    log = open(runtime / "helper.log", "w+")  # noqa: SIM115
+    log = open(runtime / "authd.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(["setpriv", "--no-new-privs", f"--bounding-set={bounding}",
                              "--inh-caps=-all", "--", *argv],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -621,9 +621,9 @@ def test_helper_under_its_units_command_line_serves_the_installed_module_and_sto
 
         base = f"auth {profile_auth_line()}"
         service.write_text(
-            "# tests/test_deb.py: the installed module and the helper by hand\n"
+            "# tests/test_deb.py: the installed module and the authd by hand\n"
             "auth requisite pam_permit.so\n"
-            f"{base} helper={sock_path}\n"
+            f"{base} authd={sock_path}\n"
             "account required pam_permit.so\n")
         code = totp(secret)
         right = pamtester(SERVICE, uid, OFF_CAMPUS, code + "\n")
@@ -632,14 +632,14 @@ def test_helper_under_its_units_command_line_serves_the_installed_module_and_sto
         wrong_code = f"{(int(code) + 500000) % 1000000:06d}"
         wrong = pamtester(SERVICE, uid, OFF_CAMPUS, wrong_code + "\n")
         assert wrong.returncode != 0 and AUTH_ERR in wrong.output, wrong
-        assert MISMATCH in wrong.output  # the helper's message, relayed by the module
-        helper_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
-        assert len(helper_lines) >= 2, helper_lines
-        assert all(f"campus-mfa[{proc.pid}]: " in line for line in helper_lines), \
-            (proc.pid, helper_lines)
+        assert MISMATCH in wrong.output  # the authd's message, relayed by the module
+        authd_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
+        assert len(authd_lines) >= 2, authd_lines
+        assert all(f"campus-mfa[{proc.pid}]: " in line for line in authd_lines), \
+            (proc.pid, authd_lines)
 
-        # The same login without the helper is written by pamtester's process instead.
-        service.write_text(service.read_text().replace(f"helper={sock_path}", "helper=off"))
+        # The same login without the authd is written by pamtester's process instead.
+        service.write_text(service.read_text().replace(f"authd={sock_path}", "authd=off"))
         alone = pamtester(SERVICE, uid, CAMPUS)
         assert alone.returncode == 0 and SUCCESS in alone.output, alone
         alone_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
@@ -671,7 +671,7 @@ def test_remove_keeps_the_changed_conffile_and_purge_removes_everything(
 
     run(*APT_GET, "remove", *PACKAGES, timeout=600)
     assert module_lines() == []  # prerm: pam-auth-update --remove, before the file goes
-    # libpam-campus-mfa has no conffile, but its postrm forgets the helper's enablement
+    # libpam-campus-mfa has no conffile, but its postrm forgets the authd's enablement
     # on purge only (as for every enabled unit).
     assert [package_status(p) for p in PACKAGES] == ["config-files"] * 3
     assert (WANTS / HELPER_UNIT.name).is_symlink()

@@ -21,7 +21,7 @@ ON = "2-step verification is on"
 
 @pytest.fixture
 def pam(pam_both):
-    """Every test here runs twice: the module in-process, and through the helper."""
+    """Every test here runs twice: the module in-process, and through the authd."""
     return pam_both
 
 

@@ -107,7 +107,7 @@ def config(tmp_path: Path, syslog: SyslogListener, directory_stand_in: Tripwire)
 
 DEFAULTS = {"config": "/etc/campus-mfa/campus-mfa.toml", "tries": 3, "combined": False,
             "debug": False, "syslog_socket": "/dev/log",
-            "helper": "/run/campus-mfa/helper.sock", "problem": ""}
+            "authd": "/run/campus-mfa/authd.sock", "problem": ""}
 
 OPTIONS = [  # (arguments after the module path, fields that differ from DEFAULTS)
     ([], {}),
@@ -122,11 +122,11 @@ OPTIONS = [  # (arguments after the module path, fields that differ from DEFAULT
     (["config="], {"problem": "config= needs an absolute path"}),
     (["config=etc/x.toml"], {"problem": "config= needs an absolute path"}),
     (["syslog_socket=log"], {"problem": "syslog_socket= needs an absolute path"}),
-    (["helper=off"], {"helper": "off"}),
-    (["helper=/tmp/h.sock"], {"helper": "/tmp/h.sock"}),
-    (["helper=h.sock"], {"problem": "helper= needs an absolute path"}),
-    (["helper=OFF"], {"problem": "helper= needs an absolute path"}),
-    (["helper"], {"problem": "unknown option helper"}),
+    (["authd=off"], {"authd": "off"}),
+    (["authd=/tmp/h.sock"], {"authd": "/tmp/h.sock"}),
+    (["authd=h.sock"], {"problem": "authd= needs an absolute path"}),
+    (["authd=OFF"], {"problem": "authd= needs an absolute path"}),
+    (["authd"], {"problem": "unknown option authd"}),
     (["config"], {"problem": "unknown option config"}),
     (["debug=yes"], {"problem": "unknown option debug=yes"}),
     (["Debug"], {"problem": "unknown option Debug"}),

@@ -1,6 +1,6 @@
 """The documented PAM stacks (README.md's PAM stack section), installed verbatim and driven
 through real libpam with pam_unix as the first factor; the options, setcred and the audit line
-format (issue 3, points 8, 10, 11). Each test runs in-process and through the helper."""
+format (issue 3, points 8, 10, 11). Each test runs in-process and through the authd."""
 from __future__ import annotations
 
 import re
@@ -201,7 +201,7 @@ def test_one_audit_line_per_decision_in_the_syslog_format(pam):
 
 
 def test_debug_option_adds_debug_lines_without_values(pam):
-    pam.in_process_lines = True  # with debug the module does the work itself, helper or not
+    pam.in_process_lines = True  # with debug the module does the work itself, authd or not
     user = pam.enrolled()
     quiet = pam.service()
     loud = pam.service("debug")
@@ -214,7 +214,7 @@ def test_debug_option_adds_debug_lines_without_values(pam):
     assert len(lines) == 4 and len(debug) == 2
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: Options\(config='[^']+', tries=3, "
                         r"combined=False, debug=True, syslog_socket='/dev/log', "
-                        rf"helper='{pam.where[len('helper='):]}', problem=''\); "
+                        rf"authd='{pam.where[len('authd='):]}', problem=''\); "
                         rf"user={user.uid} service={loud} rhost={OFF_CAMPUS}", debug[0])
     assert re.fullmatch(r"<87>campus-mfa\[[0-9]+\]: debug: outcome success: PAM code 0",
                         debug[1])

@@ -1,7 +1,7 @@
-"""The resident helper (policy/helper.py) and its frames (policy/wire.py): who may talk to
+"""The resident authd (policy/authd.py) and its frames (policy/wire.py): who may talk to
 it, what happens when it is missing, stale, edited under or killed mid-login, and what a
 hostile frame does to it. The login story itself runs through it in test_pam_login.py and
-test_pam_stack.py (every test there runs in-process and through the helper)."""
+test_pam_stack.py (every test there runs in-process and through the authd)."""
 from __future__ import annotations
 
 import os
@@ -17,15 +17,15 @@ import time
 import pytest
 
 from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, OFF_CAMPUS,
-                     PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, HelperProcess, PamLab,
+                     PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, AuthdProcess, PamLab,
                      pam, pamtester_args)  # noqa: F401
 from policy.wire import MAX_FRAME, WireError, pack, unpack
 
 NOBODY = 65534
 
 
-def stack(config: str, helper: str, options: str = "") -> str:
-    return (f"auth required pam_python.so {MODULE} config={config} helper={helper} {options}\n"
+def stack(config: str, authd: str, options: str = "") -> str:
+    return (f"auth required pam_python.so {MODULE} config={config} authd={authd} {options}\n"
             "account required pam_permit.so\n")
 
 
@@ -34,7 +34,7 @@ def pid_of(line: str) -> int:
 
 
 def exchange(path: str, data: bytes, *, close_write: bool = True) -> bytes:
-    """Send raw bytes to the helper as root; everything it answers until it hangs up."""
+    """Send raw bytes to the authd as root; everything it answers until it hangs up."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(path)
@@ -94,13 +94,13 @@ def test_a_nul_or_an_oversized_field_is_never_sent():
 
 # -- the socket and who may use it -----------------------------------------------------------
 
-def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(helper, pam):
-    mode = os.stat(helper.path)
+def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(authd, pam):
+    mode = os.stat(authd.path)
     assert stat.S_ISSOCK(mode.st_mode) and stat.S_IMODE(mode.st_mode) == 0o600
     assert mode.st_uid == 0
     # Open the way for nobody (as a mistaken chmod would), and ask as nobody.
-    os.chmod(helper.dir, 0o711)
-    os.chmod(helper.path, 0o666)
+    os.chmod(authd.dir, 0o711)
+    os.chmod(authd.path, 0o666)
     try:
         request = pack("login", pam.config(), "nobody", "sshd", CAMPUS_ADDRESS, "3", "0")
         script = textwrap.dedent(f"""\
@@ -108,7 +108,7 @@ def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(helper, pam):
             os.setgid({NOBODY}); os.setuid({NOBODY})
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(10)
-            s.connect({helper.path!r})
+            s.connect({authd.path!r})
             s.sendall({request!r})
             try:
                 sys.stdout.write(repr(s.recv(4096)))
@@ -119,18 +119,18 @@ def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(helper, pam):
                               timeout=30, check=True)
         assert done.stdout in ("b''", "reset")  # hung up without a word
     finally:
-        os.chmod(helper.path, 0o600)
-        os.chmod(helper.dir, 0o700)
+        os.chmod(authd.path, 0o600)
+        os.chmod(authd.dir, 0o700)
     assert pam.syslog.lines == []
     # Root is still answered.
-    assert exchange(helper.path, request) == pack("outcome", "success")
+    assert exchange(authd.path, request) == pack("outcome", "success")
 
 
 def test_module_never_talks_to_a_socket_that_root_does_not_serve(pam):
-    """Someone else's listener at the helper path: the module works alone, sends nothing."""
+    """Someone else's listener at the authd path: the module works alone, sends nothing."""
     sock_dir = tempfile.mkdtemp(prefix="cmfa-fake-", dir="/tmp")  # nobody must reach it
     os.chown(sock_dir, NOBODY, 0)
-    path = os.path.join(sock_dir, "helper.sock")
+    path = os.path.join(sock_dir, "authd.sock")
     script = textwrap.dedent(f"""\
         import os, socket, sys
         os.setgid({NOBODY}); os.setuid({NOBODY})
@@ -162,13 +162,13 @@ def test_module_never_talks_to_a_socket_that_root_does_not_serve(pam):
     assert pam.audit()[0]["outcome"] == "success"
 
 
-def test_without_a_helper_the_module_works_alone(pam, helper, tmp_path):
+def test_without_an_authd_the_module_works_alone(pam, authd, tmp_path):
     user = pam.enrolled()
-    service = pam.service(stack=stack(pam.config(), str(tmp_path / "no-helper.sock")))
+    service = pam.service(stack=stack(pam.config(), str(tmp_path / "no-authd.sock")))
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
     assert run.verdict == SUCCESS and run.prompts == 1
     line = pam.syslog.wait_for(1)[0]
-    assert pid_of(line) != helper.pid
+    assert pid_of(line) != authd.pid
 
 
 # -- lifecycle -------------------------------------------------------------------------------
@@ -177,8 +177,8 @@ def test_a_stale_socket_is_replaced_and_anything_else_is_left_alone(tmp_path):
     path = "/tmp/cmfa-stale-test.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(path)
-    stale.close()  # the file stays, nobody listens: what a killed helper leaves
-    replacement = HelperProcess(path)  # raises unless it says it listens there
+    stale.close()  # the file stays, nobody listens: what a killed authd leaves
+    replacement = AuthdProcess(path)  # raises unless it says it listens there
     try:
         assert exchange(path, pack("outcome", "x")) == b""  # and it is the one answering
     finally:
@@ -186,25 +186,35 @@ def test_a_stale_socket_is_replaced_and_anything_else_is_left_alone(tmp_path):
     assert not os.path.exists(path)
     ordinary = tmp_path / "not-a-socket"
     ordinary.write_text("keep me")
-    done = subprocess.run([PYTHON, "-m", "policy.helper", "--socket", str(ordinary)],
+    done = subprocess.run([PYTHON, "-m", "policy.authd", "--socket", str(ordinary)],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert f"{ordinary} exists and is not a socket" in done.stderr
     assert ordinary.read_text() == "keep me"
 
 
-def test_sigterm_stops_the_helper_and_removes_its_socket():
-    own = HelperProcess()
+def test_a_second_authd_leaves_a_live_one_alone(authd, pam):
+    done = subprocess.run([PYTHON, "-m", "policy.authd", "--socket", authd.path], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert f"another authd answers on {authd.path}" in done.stderr
+    service = pam.service(stack=stack(pam.config(), authd.path))
+    assert pam.run(service, "anyone", CAMPUS_ADDRESS).verdict == SUCCESS
+    assert pid_of(pam.syslog.wait_for(1)[0]) == authd.pid  # the first one still answers
+
+
+def test_sigterm_stops_the_authd_and_removes_its_socket():
+    own = AuthdProcess()
     assert os.path.exists(own.path)
     path = own.path
     assert own.stop() == 0
     assert not os.path.exists(path)
 
 
-def test_a_config_edit_counts_from_the_next_login(pam, helper):
+def test_a_config_edit_counts_from_the_next_login(pam, authd):
     user = pam.enrolled()
     config = pam.config()
-    service = pam.service(stack=stack(config, helper.path))
+    service = pam.service(stack=stack(config, authd.path))
     assert pam.run(service, user.uid, CAMPUS_ADDRESS).prompts == 0
     with open(config, encoding="utf-8") as source:
         text = source.read()
@@ -213,27 +223,27 @@ def test_a_config_edit_counts_from_the_next_login(pam, helper):
         out.write(text.replace(f'"{CAMPUS_V4}"', '"203.0.113.0/24"'))
     run = pam.run(service, user.uid, CAMPUS_ADDRESS, [user.code()])
     assert run.verdict == SUCCESS and run.prompts == 1
-    assert [pid_of(line) for line in pam.syslog.wait_for(2)] == [helper.pid, helper.pid]
+    assert [pid_of(line) for line in pam.syslog.wait_for(2)] == [authd.pid, authd.pid]
 
 
-def test_a_config_error_is_met_by_the_module_itself(pam, helper):
+def test_a_config_error_is_met_by_the_module_itself(pam, authd):
     config = pam.config()
     with open(config, "a", encoding="utf-8") as out:
         out.write("[policy]\nbogus = 1\n")  # a duplicate table: not TOML
-    service = pam.service(stack=stack(config, helper.path, f"syslog_socket={pam.syslog.path}"))
+    service = pam.service(stack=stack(config, authd.path, f"syslog_socket={pam.syslog.path}"))
     run = pam.run(service, "anyone", CAMPUS_ADDRESS)
     assert run.verdict == AUTH_ERR
     assert run.stderr == UNAVAILABLE_MESSAGE + "\n" + AUTH_ERR + "\n"
-    # The helper said "retry"; the module read the file itself and wrote the line to the
-    # option's socket (the config's being unreadable), as it does without a helper.
+    # The authd said "retry"; the module read the file itself and wrote the line to the
+    # option's socket (the config's being unreadable), as it does without an authd.
     lines = pam.syslog.wait_for(1)
-    assert len(lines) == 1 and pid_of(lines[0]) != helper.pid
+    assert len(lines) == 1 and pid_of(lines[0]) != authd.pid
     assert pam.audit()[0]["reason"].startswith(f"configuration error: {config}: ")
 
 
-def test_a_helper_killed_mid_conversation_fails_the_login_closed(pam):
+def test_an_authd_killed_mid_conversation_fails_the_login_closed(pam):
     user = pam.enrolled()
-    own = HelperProcess()
+    own = AuthdProcess()
     try:
         service = pam.service(stack=stack(pam.config(), own.path))
         proc = subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
@@ -255,7 +265,7 @@ def test_a_helper_killed_mid_conversation_fails_the_login_closed(pam):
     assert err.decode() == UNAVAILABLE_MESSAGE + "\n" + AUTH_ERR + "\n"
     line = pam.audit()[0]
     assert line["outcome"] == "failure"
-    assert re.fullmatch(r"helper: (WireError|BrokenPipeError) mid-conversation",
+    assert re.fullmatch(r"authd: (WireError|BrokenPipeError) mid-conversation",
                         line["reason"])
     assert pid_of(pam.syslog.lines[0]) != own.pid  # written by the module itself
     assert pam.token(user.token_dn)["last_step"] == 0  # the code was never used
@@ -283,25 +293,25 @@ HOSTILE = [
 ]
 
 
-def test_hostile_frames_get_no_answer_and_the_helper_keeps_serving(pam, helper):
+def test_hostile_frames_get_no_answer_and_the_authd_keeps_serving(pam, authd):
     for data in HOSTILE:
-        assert exchange(helper.path, data) == b"", data
-    # A frame that stops half-way, with the connection left open: the helper waits for
+        assert exchange(authd.path, data) == b"", data
+    # A frame that stops half-way, with the connection left open: the authd waits for
     # the rest (bounded by its idle timeout) and serves others meanwhile.
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as held:
-        held.connect(helper.path)
+        held.connect(authd.path)
         held.sendall(b"\x00\x00\x01\x00s")
-        service = pam.service(stack=stack(pam.config(), helper.path))
+        service = pam.service(stack=stack(pam.config(), authd.path))
         run = pam.run(service, "anyone", CAMPUS_ADDRESS)
         assert run.verdict == SUCCESS
-    assert pid_of(pam.syslog.wait_for(1)[0]) == helper.pid
-    assert helper.proc.poll() is None
+    assert pid_of(pam.syslog.wait_for(1)[0]) == authd.pid
+    assert authd.proc.poll() is None
 
 
-def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, helper):
+def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, authd):
     user = pam.enrolled()
     request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, "3", "0")
-    answer = exchange(helper.path, request + pack("outcome", "success"))
+    answer = exchange(authd.path, request + pack("outcome", "success"))
     assert answer == pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
     time.sleep(0.2)
     assert pam.token(user.token_dn)["failures"] == 0

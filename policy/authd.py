@@ -1,24 +1,24 @@
-"""campus-mfa-helper: the PAM module's work done in one resident process.
+"""campus-mfa-authd: the PAM module's work done in one resident process.
 
 pam_python starts a new interpreter for every authentication, so a module that parses the
-configuration and imports ldap3 each time pays for that on every login. The helper (the
+configuration and imports ldap3 each time pays for that on every login. The authd (the
 nslcd/sssd pattern) keeps the parsed configuration and the imports, and runs the very same
 policy.login.login() for the module, which only relays its PAM conversation. Frames
 (policy/wire.py), first field the kind:
 
-    module -> helper   login CONFIG USER SERVICE RHOST|None TRIES COMBINED(0|1)
-    helper -> module   ask PROMPT DIGITS        the module answers: answer TEXT|None
-                       error TEXT               shown to the user, no answer
-                       outcome success|failure|unavailable       the end
-                       retry REASON             the module does the work itself
+    module -> authd   login CONFIG USER SERVICE RHOST|None TRIES COMBINED(0|1)
+    authd -> module   ask PROMPT DIGITS       the module answers: answer TEXT|None
+                      error TEXT              shown to the user, no answer
+                      outcome success|failure|unavailable      the end
+                      retry REASON            the module does the work itself
 
-The socket is root's alone (mode 0600 in a root-owned
-directory) and the helper also checks that the peer runs as root: it answers only the PAM
-stacks of root processes. ``retry`` comes only before anything reached the user (the
-configuration cannot be read), so the module can start over on its own and meet the same
-error itself. A module that cannot reach the helper works alone, only slower.
+The socket is root's alone (mode 0600 in a root-owned directory) and the authd also
+checks that the peer runs as root: it answers only the PAM stacks of root processes.
+``retry`` comes only before anything reached the user (the configuration cannot be read),
+so the module can start over on its own and meet the same error itself. A module that
+cannot reach the authd works alone, only slower.
 
-    python3 -m policy.helper [--socket PATH]        (Debian: campus-mfa-helper.service)
+    python3 -m policy.authd [--socket PATH]        (Debian: campus-mfa-authd.service)
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ import struct
 import sys
 import threading
 
-from . import HELPER_SOCKET
+from . import AUTHD_SOCKET
 from .config import Config, ConfigError, load_config
 from .login import login
 from .wire import WireError, pack, unpack
 
-SOCKET = HELPER_SOCKET
+SOCKET = AUTHD_SOCKET
 IDLE_SECONDS = 300         # the longest wait for the module (a person typing a code)
 TRIES = tuple(str(n) for n in range(1, 11))
 
@@ -48,7 +48,7 @@ class ProtocolError(Exception):
 
 class Configs:
     """Parsed configurations by path, read again when the file changes (no reload signal
-    to forget: an edit counts from the next login, as it does without the helper)."""
+    to forget: an edit counts from the next login, as it does without the authd)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -144,30 +144,48 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def remove_stale(path: str) -> None:
-    """A socket left by a helper that was killed; anything else there is not ours."""
+    """A socket left by an authd that was killed goes; a live authd's socket, or anything
+    that is not a socket, stays, and this authd does not start."""
     try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise SystemExit(f"campus-mfa-helper: {path} exists and is not a socket")
-        os.unlink(path)
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SystemExit(f"campus-mfa-authd: {path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # nobody listens there
+            return
+    raise SystemExit(f"campus-mfa-authd: another authd answers on {path}")
+
+
+def remove_own(path: str, inode: int) -> None:
+    """Unlink the socket at exit, unless it is no longer the one this authd made."""
+    try:
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
     except FileNotFoundError:
         pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="campus-mfa-helper",
+    parser = argparse.ArgumentParser(prog="campus-mfa-authd",
                                      description="Answer campus-mfa's PAM module.")
     parser.add_argument("--socket", default=SOCKET, help=f"(default {SOCKET})")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = Server(args.socket)
-    print(f"campus-mfa-helper: listening on {args.socket}", file=sys.stderr, flush=True)
+    inode = os.lstat(args.socket).st_ino
+    print(f"campus-mfa-authd: listening on {args.socket}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-        os.unlink(args.socket)
+        remove_own(args.socket, inode)
     return 0
 
 
