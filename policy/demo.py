@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from . import devldap
@@ -24,13 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PAM_SERVICE = Path("/etc/pam.d/campus-mfa-demo")
 
 
-def pam_service_text(config_path: str) -> str:
+def pam_service_text(config_path: str, authd_socket: str) -> str:
     """The demo's PAM stack: the users live only in the throwaway directory, so the
     first factor is pam_permit here; a real stack puts pam_unix/pam_sss first."""
     return ("# campus-mfa demo (removed when the demo stops)\n"
             "auth requisite pam_permit.so\n"
             f"auth required pam_python.so {ROOT}/pam_module/pam_campus_mfa.py "
-            f"config={config_path}\n"
+            f"config={config_path} authd={authd_socket}\n"
             "account required pam_permit.so\n")
 
 
@@ -60,14 +61,21 @@ def main() -> int:
         return 1
     work = tempfile.mkdtemp(prefix="campus-mfa-demo-")
     ldap = devldap.start(os.path.join(work, "ldap"), devldap.free_port())
-    site = None
+    site = authd = None
     listener = None
     try:
         config = load_config(ldap.config_path)
         with Directory(config.ldap, write=True) as writer:
             writer.set_role(writer.find_user("alice")[0], True)
         listener = print_audit_lines(config.audit.syslog_socket)
-        PAM_SERVICE.write_text(pam_service_text(ldap.config_path))
+        authd_socket = os.path.join(work, "authd.sock")
+        authd = subprocess.Popen([sys.executable, "-m", "policy.authd", "--socket",
+                                  authd_socket], cwd=ROOT)
+        for _ in range(100):  # until it listens (a login before that works alone)
+            if os.path.exists(authd_socket) or authd.poll() is not None:
+                break
+            time.sleep(0.1)
+        PAM_SERVICE.write_text(pam_service_text(ldap.config_path, authd_socket))
         site = subprocess.Popen(
             ["gunicorn", "--bind", f"127.0.0.1:{args.port}", "--workers", "2",
              "enroll_web:create_app()"],
@@ -78,6 +86,7 @@ campus-mfa demo (Ctrl-C stops and removes everything)
   campus      127.0.0.0/8 and ::1; every other source address is off campus
   users       alice / alice-pass (has the Multifactor Authentication role), bob / bob-pass
   site        http://127.0.0.1:{args.port}/  -- log in as alice, set up 2-step verification
+  authd       {authd_socket}  (pid {authd.pid}: it runs the PAM service's logins)
 
 Try:
   pamtester -I rhost=127.0.0.1 campus-mfa-demo alice authenticate      # campus: no code
@@ -90,9 +99,10 @@ Try:
     except KeyboardInterrupt:
         pass
     finally:
-        if site is not None and site.poll() is None:
-            site.terminate()
-            site.wait(timeout=10)
+        for process in (site, authd):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
         if listener is not None:
             listener.close()
         PAM_SERVICE.unlink(missing_ok=True)

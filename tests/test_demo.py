@@ -60,3 +60,8 @@ def test_demo_runs_and_cleans_up_after_ctrl_c():
     assert demo.returncode == 0
     assert not Path("/etc/pam.d/campus-mfa-demo").exists()
     assert not work.exists()
+    # The PAM service's logins ran in the demo's campus-mfa-authd, which is gone too.
+    authd_pid = int(re.search(r"authd .*\(pid (\d+):", banner).group(1))
+    audit = [line for line in (banner + rest).splitlines() if "audit:" in line]
+    assert audit and all(f"campus-mfa[{authd_pid}]:" in line for line in audit), audit
+    assert not Path(f"/proc/{authd_pid}").exists()
