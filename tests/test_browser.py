@@ -91,8 +91,8 @@ def oathtool(secret: str, *at: str) -> str:
 
 
 def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,21 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
         page has loaded, and reading the old page's elements would race with it."""
         old_page = browser.find_element(By.TAG_NAME, "html")
         click()
-        WebDriverWait(browser, 15).until(expected_conditions.staleness_of(old_page))
+
+        def old_page_gone(_) -> bool:
+            # Mid-navigation chromium reports the old node either as stale or as "Node
+            # with given id does not belong to the document"; both mean it is gone.
+            try:
+                old_page.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as err:
+                if "does not belong to the document" in err.msg:
+                    return True
+                raise
+            return False
+
+        WebDriverWait(browser, 15).until(old_page_gone)
 
     def click_button(value: str) -> None:
         loads_a_page(browser.find_element(
