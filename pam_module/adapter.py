@@ -17,7 +17,10 @@ import policy
 
 PASSWORD_PROMPT = "Password: "
 MAX_TRIES = 10
-AUTHD_TIMEOUT = 120  # seconds without a word from the authd (LDAP timeouts are shorter)
+# Seconds for authd to take the request: a stuck authd delays a login by this much, then
+# the module works alone (campus logins must not depend on authd any more than on LDAP).
+ACK_TIMEOUT = 5
+AUTHD_TIMEOUT = 120  # seconds without a word from authd later on (LDAP timeouts are shorter)
 
 
 # The module arguments on the PAM line, after the module path. combined: password and
@@ -188,7 +191,7 @@ def ask_authd(path: str, options: Options, user: str, service: str, rhost: str |
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     relayed = False
     try:
-        sock.settimeout(AUTHD_TIMEOUT)
+        sock.settimeout(ACK_TIMEOUT)
         try:
             sock.connect(path)
             creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
@@ -200,6 +203,9 @@ def ask_authd(path: str, options: Options, user: str, service: str, rhost: str |
         # (pam_python leaves the host's signal handling alone, and its default is to die).
         sock.sendall(pack("login", options.config, user, service, rhost, str(options.tries),
                           "1" if options.combined else "0"), _socket.MSG_NOSIGNAL)
+        if unpack(sock.recv) != ["ack"]:
+            return None
+        sock.settimeout(AUTHD_TIMEOUT)
         while True:
             message = unpack(sock.recv)
             kind, fields = message[0], message[1:]

@@ -7,7 +7,9 @@ policy.login.login() for the module, which only relays its PAM conversation. Fra
 (policy/wire.py), first field the kind:
 
     module -> authd   login CONFIG USER SERVICE RHOST|None TRIES COMBINED(0|1)
-    authd -> module   ask PROMPT DIGITS       the module answers: answer TEXT|None
+    authd -> module   ack                     at once: the request is taken (or the module,
+                                              after a few seconds, works alone)
+                      ask PROMPT DIGITS       the module answers: answer TEXT|None
                       error TEXT              shown to the user, no answer
                       outcome success|failure|unavailable      the end
                       retry REASON            the module does the work itself
@@ -115,6 +117,7 @@ class Handler(socketserver.StreamRequestHandler):
         try:
             path, user, service, rhost, tries, combined = parse_request(
                 unpack(self.rfile.read))
+            self.send("ack")  # before any work: a request the module gave up on fails here
             try:
                 config = self.server.configs.get(path)
             except ConfigError:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -123,7 +124,7 @@ def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(authd, pam):
         os.chmod(authd.dir, 0o700)
     assert pam.syslog.lines == []
     # Root is still answered.
-    assert exchange(authd.path, request) == pack("outcome", "success")
+    assert exchange(authd.path, request) == pack("ack") + pack("outcome", "success")
 
 
 def test_module_never_talks_to_a_socket_that_root_does_not_serve(pam):
@@ -209,6 +210,25 @@ def test_sigterm_stops_the_authd_and_removes_its_socket():
     path = own.path
     assert own.stop() == 0
     assert not os.path.exists(path)
+
+
+def test_a_stopped_authd_delays_a_login_by_seconds_then_the_module_works_alone(pam):
+    own = AuthdProcess()
+    try:
+        service = pam.service(stack=stack(pam.config(), own.path))
+        own.proc.send_signal(signal.SIGSTOP)  # alive, listening, never answering
+        run = pam.run(service, "anyone", CAMPUS_ADDRESS)
+        assert run.verdict == SUCCESS and run.stderr == ""
+        assert 4.5 < run.elapsed < 20  # the module's ACK_TIMEOUT (5 s), then its own work
+        assert pid_of(pam.syslog.wait_for(1)[0]) != own.pid
+        own.proc.send_signal(signal.SIGCONT)
+        time.sleep(1)  # it now reads the abandoned request, and must not act on it
+        assert len(pam.syslog.lines) == 1
+        assert pam.run(service, "anyone", CAMPUS_ADDRESS).verdict == SUCCESS
+        assert pid_of(pam.syslog.wait_for(2)[1]) == own.pid  # and it serves again
+    finally:
+        own.proc.send_signal(signal.SIGCONT)
+        assert own.stop() == 0
 
 
 def test_a_config_edit_counts_from_the_next_login(pam, authd):
@@ -312,6 +332,6 @@ def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, authd):
     user = pam.enrolled()
     request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, "3", "0")
     answer = exchange(authd.path, request + pack("outcome", "success"))
-    assert answer == pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
+    assert answer == pack("ack") + pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
     time.sleep(0.2)
     assert pam.token(user.token_dn)["failures"] == 0
