@@ -150,18 +150,17 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         code = pam_code(pamh, result.outcome)
         debug(options, sink, f"outcome {result.outcome}: PAM code {code}")
         return code
-    except Exception as err:  # the one broad handler: fail closed, say where, show no values
-        from policy.config import ConfigError, load_config
+    except policy.ConfigError as err:  # the file, or a password file it names
+        return refuse(conversation, sink, user, service, rhost, f"configuration error: {err}")
+    except AuthdFailed as err:
+        from policy.config import load_config
 
-        if isinstance(err, ConfigError):  # the file, or a password file it names
-            return refuse(conversation, sink, user, service, rhost,
-                          f"configuration error: {err}")
-        if isinstance(err, AuthdFailed):
-            try:  # the line goes where the config sends lines, if it can be read
-                sink = load_config(options.config).audit.syslog_socket
-            except Exception:  # noqa: BLE001  (then to the option's socket)
-                pass
-            return refuse(conversation, sink, user, service, rhost, f"authd: {err}")
+        try:  # the line goes where the config sends lines, if it can be read
+            sink = load_config(options.config).audit.syslog_socket
+        except policy.ConfigError:
+            pass  # then to the option's socket
+        return refuse(conversation, sink, user, service, rhost, f"authd: {err}")
+    except Exception as err:  # the one broad handler: fail closed, say where, show no values
         debug(options, sink, f"traceback, innermost first: {where(err, every_frame=True)}")
         return refuse(conversation, sink, user, service, rhost,
                       f"internal error: {type(err).__name__} at {where(err)}")

@@ -9,15 +9,11 @@ import ipaddress
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from . import DEFAULT_CONFIG, DEFAULT_SYSLOG
+from . import DEFAULT_CONFIG, DEFAULT_SYSLOG, ConfigError  # noqa: F401  (re-exported)
 
 DEFAULT_PATH = DEFAULT_CONFIG
 
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says where and why."""
 
 
 @dataclass(frozen=True)
