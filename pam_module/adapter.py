@@ -161,6 +161,8 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
             pass  # then to the option's socket
         return refuse(conversation, sink, user, service, rhost, f"authd: {err}")
     except Exception as err:  # the one broad handler: fail closed, say where, show no values
+        from policy.audit import where
+
         debug(options, sink, f"traceback, innermost first: {where(err, every_frame=True)}")
         return refuse(conversation, sink, user, service, rhost,
                       f"internal error: {type(err).__name__} at {where(err)}")
@@ -240,15 +242,6 @@ def refuse(conversation: PamConversation, sink: str, user: str, service: str,
           outcome=FAILURE, reason=reason, warning=True)
     conversation.error(UNAVAILABLE_MESSAGE)
     return conversation.pamh.PAM_AUTH_ERR
-
-
-def where(err: BaseException, every_frame: bool = False) -> str:
-    """file:line of the frame that raised (or of every frame): a location, never a value."""
-    import traceback  # the error path only
-
-    frames = traceback.extract_tb(err.__traceback__)
-    chosen = frames if every_frame else frames[-1:]
-    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(chosen))
 
 
 def debug(options: Options, sink: str, text: str) -> None:

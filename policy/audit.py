@@ -42,3 +42,12 @@ def send_line(config: AuditConfig, severity: int, text: str) -> None:
             sock.send(message.encode("utf-8", "replace"))
     except OSError:
         pass
+
+
+def where(err: BaseException, every_frame: bool = False) -> str:
+    """file:line of the frame that raised (or of every frame): a location, never a value."""
+    import traceback  # the error path only
+
+    frames = traceback.extract_tb(err.__traceback__)
+    chosen = frames if every_frame else frames[-1:]
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(chosen))

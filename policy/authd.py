@@ -35,6 +35,7 @@ import sys
 import threading
 
 from . import AUTHD_SOCKET
+from .audit import where
 from .config import Config, ConfigError, load_config
 from .login import login
 from .wire import WireError, pack, unpack
@@ -134,6 +135,14 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 256   # a burst of logins waits to be accepted rather than refused
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A login that raised: one line with the type and the place, never the message,
+        which may hold a value that was typed (the module then fails closed, or works
+        alone if nothing was relayed yet)."""
+        err = sys.exc_info()[1]
+        print(f"campus-mfa-authd: internal error: {type(err).__name__} at "
+              f"{where(err, every_frame=True)}", file=sys.stderr, flush=True)
 
     def __init__(self, path: str) -> None:
         self.configs = Configs()

@@ -291,6 +291,35 @@ def test_an_authd_killed_mid_conversation_fails_the_login_closed(pam):
     assert pam.token(user.token_dn)["last_step"] == 0  # the code was never used
 
 
+def test_an_exception_in_a_login_is_reported_by_type_and_place_only(pam, monkeypatch,
+                                                                      capsys):
+    """In-process authd (so that login can be made to raise): no message, no value."""
+    import threading
+
+    import policy.authd
+
+    def exploding_login(config, user, rhost, service, conversation, **kwargs):
+        raise KeyError("secret JBSWY3DPEHPK3PXP and code 246810")
+
+    monkeypatch.setattr(policy.authd, "login", exploding_login)
+    sock_dir = tempfile.mkdtemp(prefix="cmfa-authd-", dir="/tmp")
+    server = policy.authd.Server(os.path.join(sock_dir, "authd.sock"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        request = pack("login", pam.config(), "alice", "sshd", CAMPUS_ADDRESS, "3", "0")
+        assert exchange(server.path, request) == pack("ack")  # then it hung up
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        shutil.rmtree(sock_dir)
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"campus-mfa-authd: internal error: KeyError at test_authd\.py:\d+ "
+                        r"<- authd\.py:\d+ <- socketserver\.py:\d+ .*\n", err), err
+    assert "JBSWY3DP" not in err and "246810" not in err
+
+
 # -- hostile frames --------------------------------------------------------------------------
 
 HOSTILE = [
