@@ -47,8 +47,8 @@ def authenticate_via_authd(socket: str, config_path: str, user: str, rhost: str,
     load_module()
     from pam_module.adapter import Options, ask_authd
 
-    outcome = ask_authd(socket, Options(config=config_path, authd=socket), user, "bench",
-                         rhost, Scripted(code))
+    outcome = ask_authd(Options(config=config_path, authd=socket), user, "bench",
+                        rhost, Scripted(code))
     if outcome is None:
         raise SystemExit(f"no authd answered at {socket}")
     return outcome

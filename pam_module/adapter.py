@@ -127,10 +127,10 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         if options.problem:
             return refuse(conversation, sink, user, service, rhost,
                           f"module option: {options.problem}")
+        if options.combined:  # its digits come with the first question for a code
+            conversation = CombinedConversation(pamh, silent=silent)
         if options.authd != "off" and not options.debug:  # debug: every step here, logged
-            if options.combined:
-                conversation = CombinedConversation(pamh, silent=silent)
-            outcome = ask_authd(options.authd, options, user, service, rhost, conversation)
+            outcome = ask_authd(options, user, service, rhost, conversation)
             if outcome is not None:
                 return pam_code(pamh, outcome)
         from policy.audit import quote
@@ -142,8 +142,6 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         debug(options, sink, f"{options}; user={quote(user)} service={quote(service)} "
                              f"rhost={quote(rhost)}")
         if options.combined:
-            if not isinstance(conversation, CombinedConversation):
-                conversation = CombinedConversation(pamh, silent=silent)
             conversation.digits = config.totp.digits
         result = login(config, user, rhost, service, conversation,
                        tries=1 if options.combined else options.tries)
@@ -179,8 +177,8 @@ def pam_code(pamh, outcome: str) -> int:
             "unavailable": pamh.PAM_AUTHINFO_UNAVAIL}.get(outcome, pamh.PAM_AUTH_ERR)
 
 
-def ask_authd(path: str, options: Options, user: str, service: str, rhost: str | None,
-               conversation: PamConversation) -> str | None:
+def ask_authd(options: Options, user: str, service: str, rhost: str | None,
+              conversation: PamConversation) -> str | None:
     """Let the resident authd (policy/authd.py, which documents the protocol) run the
     login, relaying its prompts and messages. None: no authd answered before anything
     reached the user, so this module does the work itself. AuthdFailed: the authd broke
@@ -194,7 +192,7 @@ def ask_authd(path: str, options: Options, user: str, service: str, rhost: str |
     try:
         sock.settimeout(ACK_TIMEOUT)
         try:
-            sock.connect(path)
+            sock.connect(options.authd)
             creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
             if int.from_bytes(creds[4:8], sys.byteorder) != 0:
                 return None  # not root's authd: never talk to it

@@ -40,7 +40,6 @@ from .config import Config, ConfigError, load_config
 from .login import login
 from .wire import WireError, pack, unpack
 
-SOCKET = AUTHD_SOCKET
 IDLE_SECONDS = 300         # the longest wait for the module (a person typing a code)
 TRIES = tuple(str(n) for n in range(1, 11))
 
@@ -185,7 +184,7 @@ def remove_own(path: str, inode: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="campus-mfa-authd",
                                      description="Answer campus-mfa's PAM module.")
-    parser.add_argument("--socket", default=SOCKET, help=f"(default {SOCKET})")
+    parser.add_argument("--socket", default=AUTHD_SOCKET, help=f"(default {AUTHD_SOCKET})")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = Server(args.socket)
