@@ -10,7 +10,7 @@ from policy.login import MISMATCH_MESSAGE
 
 from .codes import check_current_code
 from .context import client_source, config, directory, log_event, next_url, \
-    second_factor_done
+    read_user_state, second_factor_done
 from .forms import LoginForm, LogoutForm, VerificationForm
 from .limits import limit_code, limit_login
 
@@ -68,7 +68,7 @@ def verify() -> ResponseReturnValue:
     if not username:
         return redirect(url_for("auth.login"))
     try:
-        state = directory().read_state(username)
+        state = read_user_state(username)
     except UserNotFound:
         session.clear()
         return redirect(url_for("auth.login"))

@@ -32,6 +32,13 @@ def directory() -> Directory:
     return g.directory
 
 
+def read_user_state(username: str) -> UserState:
+    """The user's state with the memberships the site asks about: the role group and the
+    required groups (for the decision)."""
+    return directory().read_state(
+        username, (config().ldap.role_group, *config().policy.required_groups))
+
+
 def close_directory(_exc: BaseException | None = None) -> None:
     found = g.pop("directory", None)
     if found is not None:
@@ -72,7 +79,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
         if not username:
             return redirect(url_for("auth.login", next=request.endpoint))
         try:
-            state = directory().read_state(username)
+            state = read_user_state(username)
         except UserNotFound:
             session.clear()
             return redirect(url_for("auth.login"))

@@ -364,3 +364,46 @@ def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, authd):
     assert answer == pack("ack") + pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
     time.sleep(0.2)
     assert pam.token(user.token_dn)["failures"] == 0
+
+
+def directory_connections(port: int) -> int:
+    """Established TCP connections to the slapd listening on ``port`` (its side of them)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as rows:
+            next(rows)
+            for row in rows:
+                local, state = row.split()[1], row.split()[3]
+                count += state == "01" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def test_logins_left_at_the_prompt_hold_no_directory_connection(pam, authd):
+    """A person may take minutes to type a code (authd waits up to 300 s): 100 logins
+    left at "Verification code: " must not hold 100 of slapd's connections, and a login
+    that comes meanwhile still gets through."""
+    user = pam.enrolled()
+    port = int(pam.slapd.uri.rsplit(":", 1)[1])
+    service = pam.service(stack=stack(pam.config(), authd.path))
+    before = directory_connections(port)
+    waiting = [subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for _ in range(100)]
+    try:
+        for process in waiting:  # each has read the user's state and shows the prompt
+            assert process.stderr.read(len(CODE_PROMPT)) == CODE_PROMPT.encode()
+        assert directory_connections(port) <= before
+        code = user.code()
+        late = pam.run(service, user.uid, OFF_CAMPUS, [code])
+        assert late.verdict == SUCCESS
+    finally:
+        for process in waiting:
+            process.stdin.close()  # end of input at the prompt: no code entered
+        statuses = [process.wait(timeout=60) for process in waiting]
+        for process in waiting:
+            process.stderr.close()
+    assert statuses == [1] * 100  # pamtester: authentication failure
+    lines = pam.audit(101)
+    assert len(lines) == 101
+    assert sorted(line["outcome"] for line in lines) == ["failure"] * 100 + ["success"]
+    assert sum(line["reason"].endswith("; no code entered") for line in lines) == 100

@@ -45,10 +45,15 @@ def test_normalize_source(rhost, service, address, local):
 
 TOKEN = Token(dn="cn=t,ou=tokens,dc=example,dc=edu", secret=b"k" * 20, params=TotpParams(),
               max_failures=10, last_step=0, failures=0, last_failure=None)
-ENROLLED = UserState("alice", "uid=alice,ou=people,dc=example,dc=edu", frozenset(), TOKEN)
-NOT_ENROLLED = UserState("bob", "uid=bob,ou=people,dc=example,dc=edu",
-                         frozenset({"cn=staff,ou=groups,dc=example,dc=edu"}), None)
-DOWN = Unreadable("DirectoryUnavailable: timed out")
+ENROLLED = UserState("alice", "uid=alice,ou=people,dc=example,dc=edu", TOKEN)
+# Memberships as the directory answered them for the groups the policy names.
+NOT_ENROLLED = UserState("bob", "uid=bob,ou=people,dc=example,dc=edu", None,
+                         {"CN=Staff,ou=groups,dc=example,dc=edu": True,
+                          "cn=admins,ou=groups,dc=example,dc=edu": False})
+DOWN = Unreadable("DirectoryUnavailable: timed out", unreachable=True)
+AMBIGUOUS = Unreadable("more than one directory entry matches the user name")
+MALFORMED = Unreadable("entry cn=t,ou=tokens,dc=example,dc=edu: oathSecret must have exactly "
+                       "one value")
 UNKNOWN = Unreadable("no directory entry for the user", user_unknown=True)
 OFF = "203.0.113.9"
 
@@ -77,7 +82,11 @@ def policy(**changes):
      EXEMPT, "opt-in"),
     (OFF, "sshd", ENROLLED, policy(enforcement="required"), CODE_REQUIRED, "verification is on"),
     (OFF, "sshd", DOWN, POLICY, DENIED, "directory error (DirectoryUnavailable: timed out)"),
-    (OFF, "sshd", DOWN, policy(on_directory_error="allow"), EXEMPT, "on_directory_error = allow"),
+    (OFF, "sshd", DOWN, policy(on_directory_error="allow"), EXEMPT,
+     "directory unreachable (DirectoryUnavailable: timed out) and on_directory_error = allow"),
+    # "allow" is for an outage only: an ambiguous or malformed entry is always refused.
+    (OFF, "sshd", AMBIGUOUS, policy(on_directory_error="allow"), DENIED, "more than one"),
+    (OFF, "sshd", MALFORMED, policy(on_directory_error="allow"), DENIED, "exactly one value"),
     (OFF, "sshd", UNKNOWN, POLICY, DENIED, "no directory entry for the user"),
     (OFF, "sshd", UNKNOWN, policy(on_directory_error="allow"), DENIED, "no directory entry"),
 ])
@@ -85,11 +94,12 @@ def test_decision_table(rhost, service, state, config, outcome, reason):
     decision = decide(normalize_source(rhost, service, LOCAL), state, config)
     assert decision.outcome == outcome
     assert reason in decision.reason
-    assert decision.directory_error == (state is DOWN and outcome == DENIED)
+    assert decision.directory_error == (
+        state in (DOWN, AMBIGUOUS, MALFORMED) and outcome == DENIED)
 
 
 def test_off_campus_without_state_is_a_programming_error():
     source = normalize_source(OFF, "sshd", LOCAL)
     assert decide_by_source(source, POLICY) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs the user's state"):
         decide(source, None, POLICY)

@@ -60,7 +60,7 @@ def login(client: FlaskClient, username: str, password: str) -> Any:
 
 def read_state(cfg: Config, username: str) -> UserState:
     with Directory(cfg.ldap) as directory:
-        return directory.read_state(username)
+        return directory.read_state(username, (cfg.ldap.role_group,))
 
 
 class Codes:
