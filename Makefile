@@ -10,7 +10,7 @@ RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode pytho
 DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
 # What the test suite adds.
 TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
-	openssh-server openssh-client python3-pexpect iproute2
+	openssh-server openssh-client python3-pexpect iproute2 nginx openssl libnss3-tools
 
 DEMO_PORT ?= 8080
 

@@ -34,7 +34,9 @@ SECURITY_HEADERS = {
     "Pragma": "no-cache",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin requests carry a Referer, which Flask-WTF's CSRF check demands over
+    # HTTPS (WTF_CSRF_SSL_STRICT); other sites never learn a URL of this one.
+    "Referrer-Policy": "same-origin",
 }
 
 csrf = CSRFProtect()

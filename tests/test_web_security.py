@@ -96,6 +96,8 @@ def test_every_page_has_the_security_headers(alice_client, url):
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
+    # Not no-referrer: over HTTPS Flask-WTF's CSRF check needs a same-origin Referer.
+    assert response.headers["Referrer-Policy"] == "same-origin"
     body = text(response)
     assert "<script" not in body and "<style" not in body and " style=" not in body
 
