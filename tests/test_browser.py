@@ -39,6 +39,7 @@ EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.
 UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
 HOST = "mfa.example.edu"
 COOKIE = "__Host-campus-mfa"
+BASE32_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, for `campus-mfa import`
 
 
 def nginx_site(socket_path: str, tls: weblab.Tls) -> str:
@@ -158,7 +159,8 @@ def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
     config.write_text(toml_with(Path(slapd.config_path).read_text(), {
         "policy": {"campus_networks": f'["{weblab.CAMPUS_NETWORK}"]'},
         "audit": {"syslog_socket": f'"{audit.path}"'},
-        "web": {"trusted_proxies": "1", "cookie_secure": "true"}}))
+        "web": {"trusted_proxies": "1", "cookie_secure": "true",
+                "session_dir": f'"{work / "sessions"}"'}}))
     tls = weblab.make_tls(work / "tls", HOST)
     log = work / "gunicorn.log"
     nginx = None
@@ -342,6 +344,49 @@ def test_enrollment_on_campus_then_login_off_campus_over_https(site, fresh_user)
         assert "available from the campus network only" in browser.page_source
         screens.shot("13-campus-network-only")
 
+        # A copy of the session cookie works while the session lasts ...
+        copied = browser.get_cookie(COOKIE)
+        assert copied is not None and copied["secure"] and copied["httpOnly"]
+        thief = site.client("off")
+        thief.cookies[COOKIE] = copied["value"]
+        page = thief.get("/mfa")
+        assert page.status == 200 and '<strong id="mfa-status">On</strong>' in page.body
+        browser.get(site.url("/mfa"))
+        screens.click_text_button("Log out")
+        assert screens.heading() == "Log in with your CIS account"
+        assert "You have logged out." in browser.page_source
+        screens.shot("14-logged-out")
+
+    # ... and is dead once its user logged out: the server forgot the session.
+    thief.cookies = {COOKIE: copied["value"]}
+    for path in ("/mfa", "/user-info"):
+        replay = thief.get(path)
+        assert replay.status == 302 and replay.location.startswith("/login"), replay
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
+                    'outcome=success reason="logged out"')
+
+
+def test_admin_reset_ends_a_session_over_https(site, fresh_user):
+    """``campus-mfa reset`` on another host's command line: the next request of a session
+    signed in before is sent to log in, and so is every later one with that cookie."""
+    uid, password = fresh_user()
+    admin = ["/usr/bin/python3", "-m", "policy", "--config", str(site.config)]
+    subprocess.run([*admin, "import", uid, "--secret", "-"], input=BASE32_SECRET + "\n",
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    client = site.client("campus")
+    assert client.post_form("/login", {"username": uid, "password": password}).status == 302
+    assert '<strong id="mfa-status">On</strong>' in client.get("/mfa").body
+    copied = dict(client.cookies)
+    subprocess.run([*admin, "reset", uid], cwd=ROOT, check=True, capture_output=True)
+    ended = client.get("/mfa")
+    assert ended.status == 302 and ended.location == "/login"
+    assert "Your session has ended" in client.get("/login").body
+    client.cookies = copied
+    again = client.get("/mfa")
+    assert again.status == 302 and again.location.startswith("/login")
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_CAMPUS} "
+                    'outcome=refused reason="session ended: 2-step verification changed '
+                    'since sign-in"')
 
 
 def test_nginx_replaces_a_forged_forwarded_for(site, fresh_user):
@@ -403,7 +448,7 @@ def test_the_plain_http_demo_logs_in_and_posts(slapd, fresh_user, tmp_path):
 
     uid, password = fresh_user()
     config = tmp_path / "campus-mfa.toml"
-    config.write_text(Path(slapd.config_path).read_text())
+    config.write_text(Path(slapd.config_path).read_text())  # as `make demo` has it
     port = devldap.free_port()
     url = f"http://127.0.0.1:{port}"
     argv = ["/usr/bin/gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",

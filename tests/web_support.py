@@ -63,6 +63,24 @@ def client_at(app: Flask, address: str) -> FlaskClient:
     return client
 
 
+def session_cookie(client: FlaskClient) -> str:
+    """The value of the client's one session cookie: a session id and its signature."""
+    values = [c.value for c in client.cookie_jar if c.name in ("campus-mfa", "__Host-campus-mfa")]
+    assert len(values) == 1, values
+    return values[0]
+
+
+def session_id(app: Flask, cookie: str) -> str:
+    return app.session_interface._get_signer(app).unsign(cookie).decode()  # type: ignore
+
+
+def stored_session(app: Flask, cookie: str) -> dict | None:
+    """What the server's store holds for the session the cookie names (None: nothing)."""
+    from enroll_web.sessions import KEY_PREFIX
+
+    return app.session_interface.store.get(KEY_PREFIX + session_id(app, cookie))  # type: ignore
+
+
 def csrf_token(html: str) -> str:
     found = CSRF_RE.search(html)
     assert found, "no CSRF token on the page"
