@@ -4,9 +4,10 @@ state) ends it for every copy of the cookie.
 
 Built on Flask-Session 0.3.2 (Debian 12) and cachelib: Flask-Session's session class and
 its signer of session ids, cachelib's stores. Its store interfaces are not used as they are,
-because in 0.3.2 they read ``app.session_cookie_name`` (deprecated in Flask 2.2, gone in 2.3), set the cookie
-without SameSite, store a session for every request that has none (the ``_permanent``
-flag), reuse an id the store does not know, and keep the id across ``session.clear()``.
+because in 0.3.2 they read ``app.session_cookie_name`` (deprecated in Flask 2.2, gone in
+2.3), set the cookie without SameSite, store a session for every request that has none (the
+``_permanent`` flag), reuse an id the store does not know, and keep the id across
+``session.clear()``.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ KEY_PREFIX = "session:"
 # cachelib's file store prunes itself once it holds more entries than this: the expired
 # ones first, then the ones closest to expiry, i.e. signed-in users would be logged out
 # without a word. Its default, 500, is reached by 500 visits of the login page (each holds
-# a CSRF token) within one session lifetime. 50,000 stays clear of what one university's
-# users keep open within web.session_lifetime, bounds the directory (about 200 MB), and
-# makes the rare clean-up pass that drops the expired files affordable.
+# a CSRF token) within one session lifetime; 0 (no limit) would never delete an expired
+# file. 50,000 stays clear of what one university's users keep open within
+# web.session_lifetime, bounds the directory (about 200 MB), and keeps the rare clean-up
+# pass that drops the expired files affordable.
 SESSION_FILE_THRESHOLD = 50_000
 
 

@@ -10,13 +10,14 @@ Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
 """
 from __future__ import annotations
 
+import grp
 import http.client
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
     work = weblab.work_dir("site")
     run_dir = work / "run"
     run_dir.mkdir(mode=0o750)
-    os.chown(run_dir, 0, weblab_gid())
+    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
     socket_path = str(run_dir / "web.sock")
     audit = SyslogListener(str(work / "syslog.sock"))
     config = work / "campus-mfa.toml"
@@ -167,24 +168,18 @@ def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
     try:
         with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
                       extra_groups=[]) as proc:
-            wait_until_serving(proc, lambda: ask_unix(socket_path), log)
+            wait_until_serving(proc, lambda: ask(UnixHTTPConnection(socket_path)), log)
             nginx = weblab.Nginx(net, work / "nginx", nginx_site(socket_path, tls))
             yield Site(net, tls, nginx, config, audit)
     finally:
         if nginx is not None:
             nginx.stop()
         audit.close()
-        weblab.shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def weblab_gid() -> int:
-    import grp
-
-    return grp.getgrnam("www-data").gr_gid
-
-
-def ask_unix(path: str) -> int:
-    conn = UnixHTTPConnection(path)
+def ask(conn: http.client.HTTPConnection) -> int:
+    """The status of GET /login on ``conn`` (no proxy from the environment is asked)."""
     try:
         conn.request("GET", "/login")
         return conn.getresponse().status
@@ -454,7 +449,7 @@ def test_the_plain_http_demo_logs_in_and_posts(slapd, fresh_user, tmp_path):
     argv = ["/usr/bin/gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
             "enroll_web:create_app()"]
     with gunicorn(argv, config, tmp_path / "gunicorn.log") as proc:
-        wait_until_serving(proc, lambda: urllib.request.urlopen(url + "/login", timeout=2).status,
+        wait_until_serving(proc, lambda: ask(http.client.HTTPConnection("127.0.0.1", port)),
                            tmp_path / "gunicorn.log")
         with weblab.chromium({}, None) as browser:
             screens = Screens(browser, "http-")

@@ -72,7 +72,20 @@ def _alive(pid: int) -> bool:
 
 def remove_stale() -> None:
     """What a killed earlier run left behind, found by its dead PID: the processes still
-    running in its namespaces (nginx, chromium), the namespaces and its work directories."""
+    running in its namespaces (nginx, chromium) or started on its work directories (a
+    backend such as gunicorn), the namespaces and the work directories."""
+    work = re.compile(re.escape(tempfile.gettempdir()) + r"/cmw(\d+)-")
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        match = work.search(cmdline)
+        if proc.name.isdigit() and match and not _alive(int(match.group(1))):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     for name in run("ip", "netns", "list").split():
         match = STALE.match(name)
         if match and not _alive(int(match.group(1))):
@@ -342,7 +355,8 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         raw = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(raw, server_hostname=self.host)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):
