@@ -169,6 +169,9 @@ def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
         with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
                       extra_groups=[]) as proc:
             wait_until_serving(proc, lambda: ask(UnixHTTPConnection(socket_path)), log)
+            info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
+            assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
+                (0o660, "www-data")
             nginx = weblab.Nginx(net, work / "nginx", nginx_site(socket_path, tls))
             yield Site(net, tls, nginx, config, audit)
     finally:
@@ -193,76 +196,7 @@ def oathtool(secret: str, *at: str) -> str:
     return done.stdout.strip()
 
 
-class Screens:
-    """What a person does on the pages: click and wait for the next page, read the
-    heading, take a screenshot of each screen."""
-
-    def __init__(self, driver: Any, prefix: str) -> None:
-        self.driver = driver
-        self.prefix = prefix
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-
-    def shot(self, name: str) -> None:
-        self.driver.save_screenshot(str(ARTIFACTS / f"{self.prefix}{name}.png"))
-
-    def heading(self) -> str:
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_element(By.TAG_NAME, "h1").text
-
-    def loads_a_page(self, click: Any) -> None:
-        """Click, then wait until the old page is gone: a click returns before the next
-        page has loaded, and reading the old page's elements would race with it."""
-        from selenium.common.exceptions import (StaleElementReferenceException,
-                                                WebDriverException)
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        old_page = self.driver.find_element(By.TAG_NAME, "html")
-        click()
-
-        def old_page_gone(_: Any) -> bool:
-            # Mid-navigation chromium reports the old node either as stale or as "Node
-            # with given id does not belong to the document"; both mean it is gone.
-            try:
-                old_page.is_enabled()
-            except StaleElementReferenceException:
-                return True
-            except WebDriverException as err:
-                if "does not belong to the document" in (err.msg or ""):
-                    return True
-                raise
-            return False
-
-        WebDriverWait(self.driver, 15).until(old_page_gone)
-
-    def click_button(self, value: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.loads_a_page(self.driver.find_element(
-            By.CSS_SELECTOR, f"input[type=submit][value='{value}'], "
-                             f"button[type=submit][value='{value}']").click)
-
-    def click_text_button(self, text: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.loads_a_page(self.driver.find_element(
-            By.XPATH, f"//button[normalize-space()='{text}']").click)
-
-    def click_link(self, text: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.loads_a_page(self.driver.find_element(By.LINK_TEXT, text).click)
-
-    def log_in(self, uid: str, password: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        self.driver.find_element(By.NAME, "username").send_keys(uid)
-        self.driver.find_element(By.NAME, "password").send_keys(password)
-        self.click_button("Log in")
-
-
-def enroll_on_campus(screens: Screens, url: str, uid: str, password: str) -> str:
+def enroll_on_campus(screens: weblab.Screens, url: str, uid: str, password: str) -> str:
     """The seed's campus story in the browser; returns the secret read from the QR code."""
     from selenium.webdriver.common.by import By
 
@@ -289,7 +223,7 @@ def enroll_on_campus(screens: Screens, url: str, uid: str, password: str) -> str
     screens.click_button("Use a Token Application")
     assert "Use a Token Application" in browser.page_source
     screens.shot("07-use-a-token-application")
-    qr_png = ARTIFACTS / f"{screens.prefix}07-qr-code.png"
+    qr_png = screens.path("07-qr-code")
     browser.find_element(By.ID, "qr").screenshot(str(qr_png))
 
     decoded = subprocess.run(["zbarimg", "--quiet", "--raw", str(qr_png)],
@@ -318,10 +252,11 @@ def test_enrollment_on_campus_then_login_off_campus_over_https(site, fresh_user)
 
     uid, password = fresh_user()
     with site.browser("campus") as browser:
-        secret = enroll_on_campus(Screens(browser, ""), site.url("/"), uid, password)
+        secret = enroll_on_campus(weblab.Screens(browser, ARTIFACTS), site.url("/"), uid,
+                                  password)
 
     with site.browser("off") as browser:
-        screens = Screens(browser, "")
+        screens = weblab.Screens(browser, ARTIFACTS)
         browser.get(site.url("/login"))
         screens.shot("10-off-campus-log-in")
         screens.log_in(uid, password)
@@ -452,7 +387,7 @@ def test_the_plain_http_demo_logs_in_and_posts(slapd, fresh_user, tmp_path):
         wait_until_serving(proc, lambda: ask(http.client.HTTPConnection("127.0.0.1", port)),
                            tmp_path / "gunicorn.log")
         with weblab.chromium({}, None) as browser:
-            screens = Screens(browser, "http-")
+            screens = weblab.Screens(browser, ARTIFACTS, "http-")
             browser.get(url + "/user-info")
             screens.log_in(uid, password)
             assert screens.heading() == "User Information Management"

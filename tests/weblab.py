@@ -14,6 +14,7 @@ A thread enters a namespace with ``entered(netns)``; everything it starts there 
 chromium, curl) and every socket it opens stays in that namespace. Selenium opens its HTTP
 connections to chromedriver lazily, so every call on a driver made inside ``entered`` must
 be made inside the same namespace (keep the whole browser session in the with-block).
+``Screens`` clicks through pages as a person does and screenshots each one.
 """
 from __future__ import annotations
 
@@ -421,3 +422,76 @@ class Client:
             sent["Referer"] = f"https://{self.host}{page or path}"
         return self.request("POST", path, body=urlencode(
             {**fields, "csrf_token": found.group(1)}).encode(), headers=sent)
+
+
+class Screens:
+    """What a person does on the pages: click and wait for the next page, read the
+    heading, take a screenshot of each screen."""
+
+    def __init__(self, driver: Any, artifacts: Path, prefix: str = "") -> None:
+        self.driver = driver
+        self.artifacts = artifacts
+        self.prefix = prefix
+        artifacts.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.artifacts / f"{self.prefix}{name}.png"
+
+    def shot(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.path(name)))
+
+    def heading(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.TAG_NAME, "h1").text
+
+    def loads_a_page(self, click: Any) -> None:
+        """Click, then wait until the old page is gone: a click returns before the next
+        page has loaded, and reading the old page's elements would race with it."""
+        from selenium.common.exceptions import (StaleElementReferenceException,
+                                                WebDriverException)
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old_page = self.driver.find_element(By.TAG_NAME, "html")
+        click()
+
+        def old_page_gone(_: Any) -> bool:
+            # Mid-navigation chromium reports the old node either as stale or as "Node
+            # with given id does not belong to the document"; both mean it is gone.
+            try:
+                old_page.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as err:
+                if "does not belong to the document" in (err.msg or ""):
+                    return True
+                raise
+            return False
+
+        WebDriverWait(self.driver, 15).until(old_page_gone)
+
+    def click_button(self, value: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(
+            By.CSS_SELECTOR, f"input[type=submit][value='{value}'], "
+                             f"button[type=submit][value='{value}']").click)
+
+    def click_text_button(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(
+            By.XPATH, f"//button[normalize-space()='{text}']").click)
+
+    def click_link(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(By.LINK_TEXT, text).click)
+
+    def log_in(self, uid: str, password: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.NAME, "username").send_keys(uid)
+        self.driver.find_element(By.NAME, "password").send_keys(password)
+        self.click_button("Log in")
