@@ -6,8 +6,8 @@ from flask.typing import ResponseReturnValue
 
 from policy.decision import CODE_REQUIRED, decide
 from policy.directory import UserNotFound, acceptable_username
-from policy.state import UserState
 from policy.login import MISMATCH_MESSAGE
+from policy.state import UserState
 
 from .codes import check_current_code
 from .context import client_source, config, directory, log_event, next_url, \
