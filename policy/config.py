@@ -70,6 +70,8 @@ class WebConfig:
     secret_key_file: str = "/etc/campus-mfa/web.secret"
     trusted_proxies: int = 0
     session_lifetime: int = 900
+    # Sessions live on the server (log out and MFA changes end them); one file each here.
+    session_dir: str = "/var/lib/campus-mfa-enroll/sessions"
     first_factor: str = "ldap"
     pam_service: str = "campus-mfa-enroll"
     cookie_secure: bool = True
@@ -242,6 +244,8 @@ def _check(config: Config) -> None:
         raise fail("web.trusted_proxies", f"must be between 0 and 5, got {web.trusted_proxies}")
     if web.session_lifetime < 60:
         raise fail("web.session_lifetime", "must be at least 60 seconds")
+    if not web.session_dir.startswith("/"):
+        raise fail("web.session_dir", f"must be an absolute path, got {web.session_dir!r}")
 
 
 # How a URI reaches the directory (``campus-mfa doctor`` prints it).

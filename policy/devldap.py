@@ -204,6 +204,7 @@ syslog_socket = "{root / 'syslog.sock'}"
 
 [web]
 secret_key_file = "{root / 'web.secret'}"
+session_dir = "{root / 'sessions'}"
 cookie_secure = false
 """, 0o644)
     load_config(str(path))

@@ -53,6 +53,7 @@ def test_the_documented_example_loads(tmp_path):
     assert config.policy.campus_networks == ("192.0.2.0/24", "2001:db8:c0::/48")
     assert config.totp.max_failures == 10
     assert config.web.first_factor == "ldap" and config.web.cookie_secure is True
+    assert config.web.session_dir == "/var/lib/campus-mfa-enroll/sessions"
     with pytest.raises(AttributeError):
         config.policy.enforcement = "required"  # frozen
 
@@ -102,6 +103,9 @@ def test_the_shipped_config_fails_closed_until_campus_networks_are_set(tmp_path)
     ('issuer = "Example University"', 'issuer = "A:B"', r"totp\.issuer"),
     ('[totp]', '[web]\nfirst_factor = "kerberos"\n[totp]', r"web\.first_factor must be"),
     ('[totp]', '[web]\ncookie_secure = 1\n[totp]', r"web\.cookie_secure must be true or false"),
+    ('[totp]', '[web]\nsession_dir = "sessions"\n[totp]',
+     r"web\.session_dir must be an absolute path, got 'sessions'"),
+    ('[totp]', '[web]\nsession_dir = 7\n[totp]', r"web\.session_dir must be a string"),
     ('[totp]', 'ldap = 1\n[totp]', r"\[ldap\] must be a table|unknown|cannot"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, old, new, message):

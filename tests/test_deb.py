@@ -43,6 +43,7 @@ ETC = Path("/etc/campus-mfa")
 CONFFILE = ETC / "campus-mfa.toml"
 WEB_SECRET = ETC / "web.secret"
 SHARE = Path("/usr/share/campus-mfa")
+SITE_STATE = Path("/var/lib/campus-mfa-enroll")  # the site unit's StateDirectory=: sessions
 PROFILE = Path("/usr/share/pam-configs/campus-mfa")
 UNIT = Path("/lib/systemd/system/campus-mfa-enroll.service")
 HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-authd.service")
@@ -194,7 +195,7 @@ def debs() -> Debs:
 def machine() -> Iterator[None]:
     """Check the machine is clean, then always purge and restore it afterwards."""
     dirty = [p for p in PACKAGES if package_status(p) != "not-installed"]
-    dirty += [str(p) for p in (ETC, SHARE, PROFILE, Path("/etc/pam.d", SERVICE),
+    dirty += [str(p) for p in (ETC, SHARE, SITE_STATE, PROFILE, Path("/etc/pam.d", SERVICE),
                                Path("/etc/pam.d", SERVICE_COMMON), HELPER_RUNTIME,
                                HELPER_LAUNCHER.parent, *systemd_leftovers())
               if p.exists() or p.is_symlink()]
@@ -217,8 +218,8 @@ def machine() -> Iterator[None]:
         purged = purge.returncode == 0 and all(package_status(p) == "not-installed"
                                                for p in PACKAGES)
         if purged:  # what the tests wrote there (never an installed package's conffile)
-            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(HELPER_RUNTIME),
-                check=False)
+            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(SITE_STATE),
+                str(HELPER_RUNTIME), check=False)
         restored = [str(p) for p, data in saved.items() if p.read_bytes() != data]
         if restored:  # put back both the files and pam-auth-update's record of them
             for path, data in saved.items():
@@ -252,6 +253,7 @@ def configured(installed: Debs, slapd: devldap.DevLdap, tmp_path: Path) -> Path:
     data["ldap"]["bind_password_file"] = str(ETC / "ldap.secret")
     data["ldap"]["write_bind_password_file"] = str(ETC / "ldap-write.secret")
     data["web"]["secret_key_file"] = str(WEB_SECRET)
+    del data["web"]["session_dir"]  # the default, in the unit's StateDirectory=
     audit_socket = tmp_path / "syslog.sock"
     data["audit"]["syslog_socket"] = str(audit_socket)
     CONFFILE.write_text("# Written by tests/test_deb.py\n" + dump_toml(data))
@@ -342,7 +344,8 @@ def test_packages_depend_on_what_they_run(debs: Debs) -> None:
         return {item.strip().split(" ")[0] for item in field.split(",")}
     assert {"libpam-python", "campus-mfa-common"} <= depends("libpam-campus-mfa")
     assert {"python3-flask", "python3-flaskext.wtf", "python3-flask-limiter", "python3-qrcode",
-            "gunicorn", "campus-mfa-common", "adduser"} <= depends("campus-mfa-enroll")
+            "python3-flask-session", "python3-cachelib", "gunicorn", "campus-mfa-common",
+            "adduser"} <= depends("campus-mfa-enroll")
     assert {"python3-ldap3", "python3-netaddr", "python3-pyotp"} <= depends("campus-mfa-common")
 
 
@@ -500,10 +503,14 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
     sock_path = Path(bind.removeprefix("unix:"))
     user, group = unit["User"], unit["Group"]
     assert user == SYSTEM_USER
-    # What systemd does before ExecStart: the runtime directory, the identity.
+    # What systemd does before ExecStart: the runtime and state directories, the identity.
     runtime = Path("/run", unit["RuntimeDirectory"])
     runtime.mkdir(mode=int(unit["RuntimeDirectoryMode"], 8))
     os.chown(runtime, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    state = Path("/var/lib", unit["StateDirectory"])
+    assert state == SITE_STATE
+    state.mkdir(mode=int(unit["StateDirectoryMode"], 8))
+    os.chown(state, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
     log = open(runtime.parent / "campus-mfa-enroll-debtest.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
         ["setpriv", f"--reuid={user}", f"--regid={group}",
@@ -524,6 +531,11 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
             conn.close()
         assert response.status == 200, (response.status, body[:500], _log_tail(log))
         assert "Log in with your CIS account" in body and 'name="password"' in body
+        # The form's CSRF token made a session: a 0600 file of the site's user (beside
+        # cachelib's count file) in the default web.session_dir, in the StateDirectory.
+        files = list((state / "sessions").iterdir())
+        assert len(files) == 2, files
+        assert {(stat.S_IMODE(p.stat().st_mode), p.owner()) for p in files} == {(0o600, user)}
         # Only the proxy's group can connect: the site believes its X-Forwarded-For.
         info = sock_path.stat()
         assert stat.S_IMODE(info.st_mode) == 0o660
@@ -543,7 +555,7 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
                 proc.wait()
         log.close()
         Path(log.name).unlink(missing_ok=True)
-        run("rm", "-rf", str(runtime), check=False)
+        run("rm", "-rf", str(runtime), str(state), check=False)
 
 
 def _log_tail(log: Any) -> str:
