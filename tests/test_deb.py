@@ -493,9 +493,21 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+def assert_exposure_at_most(unit: Path, level: float) -> None:
+    """systemd-analyze's offline security score of the installed unit (0 best, 10 worst)."""
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                           f"--threshold={round(level * 10)}", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert score and float(score[1]) <= level and done.returncode == 0, done.stdout[-2000:]
+
+
 def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
         configured: Path) -> None:
     run("systemd-analyze", "verify", "--man=no", str(UNIT))  # syntax, directives, ExecStart
+    # The sandbox cannot run here (no systemd as PID 1); its strength is scored offline:
+    # "OK" (at most 2.0 of 10) for a site that runs as a user without privileges.
+    assert_exposure_at_most(UNIT, 2.0)
     unit = unit_settings()
     argv = shlex.split(unit["ExecStart"])
     bind = argv[argv.index("--bind") + 1]
@@ -575,6 +587,7 @@ def installed_authd_socket() -> str:
 def test_authd_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
         installed: Debs) -> None:
     run("systemd-analyze", "verify", "--man=no", str(HELPER_UNIT))
+    assert_exposure_at_most(HELPER_UNIT, 3.0)  # root, with only CAP_DAC_READ_SEARCH left
     unit = unit_settings(HELPER_UNIT)
     argv = shlex.split(unit["ExecStart"])
     assert argv[0] == str(HELPER_LAUNCHER) and os.access(HELPER_LAUNCHER, os.X_OK)
