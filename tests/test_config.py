@@ -54,7 +54,7 @@ def test_the_documented_example_loads(tmp_path):
     assert config.totp.max_failures == 10
     assert config.web.first_factor == "ldap" and config.web.cookie_secure is True
     assert config.web.session_dir == "/var/lib/campus-mfa-enroll/sessions"
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="cannot assign to field 'enforcement'"):
         config.policy.enforcement = "required"  # frozen
 
 

@@ -50,7 +50,8 @@ def test_demo_users_start_without_role_or_token(config):
     "alice\n", "x" * 257, "", "\\2a", "a\u200bb"])
 def test_hostile_usernames_never_load_anyone(config, hostile):
     with Directory(config.ldap) as directory:
-        with pytest.raises(UserNotFound):
+        with pytest.raises(UserNotFound, match="^(not an acceptable user name|no directory "
+                                               "entry for the user)$"):
             directory.read_state(hostile)
 
 
@@ -233,15 +234,15 @@ def test_token_link_outside_token_base_is_refused(slapd, config, fresh_user):
             reader.read_state(uid)
 
 
-def test_unreachable_directory_fails_within_the_timeout(config):
+def test_an_unreachable_directory_is_unavailable_after_trying_each_server(config):
     port = devldap.free_port()
     dead = parse_config({**_raw(config), "ldap": {**_raw(config)["ldap"], "timeout": 1,
                          "uris": [f"ldap://127.0.0.1:{port}", f"ldap://127.0.0.2:{port}"]}}, "x")
-    started = time.monotonic()
     with Directory(dead.ldap) as directory:
-        with pytest.raises(DirectoryUnavailable):
+        with pytest.raises(DirectoryUnavailable, match=(
+                rf"^no server answered: ldap://127\.0\.0\.1:{port}: connect: .*Connection "
+                rf"refused; ldap://127\.0\.0\.2:{port}: connect: .*Connection refused$")):
             directory.read_state("alice")
-    assert time.monotonic() - started < 5
 
 
 def test_failover_to_the_second_server(config):
