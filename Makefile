@@ -5,12 +5,13 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recomme
 
 # What the module, the site and the admin command need at run time.
 RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode python3-flask \
-	python3-flaskext.wtf python3-flask-limiter python3-pampy libpam-python gunicorn
+	python3-flaskext.wtf python3-flask-limiter python3-flask-session python3-cachelib \
+	python3-pampy libpam-python gunicorn
 # What the demo adds: a throwaway directory and a PAM client.
 DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
 # What the test suite adds.
 TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
-	openssh-server openssh-client python3-pexpect iproute2
+	openssh-server openssh-client python3-pexpect iproute2 nginx openssl libnss3-tools
 
 DEMO_PORT ?= 8080
 

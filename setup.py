@@ -19,7 +19,9 @@ setup(
     install_requires=[
         # The versions Debian 12 ships; the .deb depends on Debian's packages instead.
         "pyotp>=2.6", "ldap3>=2.9", "netaddr>=0.8", "qrcode>=7.4",
-        "Flask>=2.2", "Flask-WTF>=1.1", "Flask-Limiter>=3.3",
+        "Flask>=2.2", "Flask-WTF>=1.1", "Flask-Limiter>=3.3", "cachelib>=0.9",
+        # enroll_web/sessions.py uses its session class and id signer as 0.3 has them.
+        "Flask-Session>=0.3.2,<0.5",
     ],
     entry_points={"console_scripts": ["campus-mfa = policy.cli:main"]},
 )

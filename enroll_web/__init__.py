@@ -21,6 +21,7 @@ from policy.directory import DirectoryError
 
 from .context import close_directory
 from .limits import limiter
+from .sessions import ServerSessionInterface, session_store
 
 # No inline script or style anywhere; the QR code is inline SVG markup, which CSP does not
 # treat as a resource, so nothing more than 'self' is needed.
@@ -34,7 +35,9 @@ SECURITY_HEADERS = {
     "Pragma": "no-cache",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin requests carry a Referer, which Flask-WTF's CSRF check demands over
+    # HTTPS (WTF_CSRF_SSL_STRICT); other sites never learn a URL of this one.
+    "Referrer-Policy": "same-origin",
 }
 
 csrf = CSRFProtect()
@@ -67,6 +70,8 @@ def create_app(config: Config | str | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=web.trusted_proxies, x_proto=web.trusted_proxies)
 
+    # The cookie carries a signed session id only; the session lives in the store.
+    app.session_interface = ServerSessionInterface(session_store(web))
     csrf.init_app(app)
     limiter.init_app(app)
 

@@ -7,12 +7,14 @@ from flask.typing import ResponseReturnValue
 from policy.decision import CODE_REQUIRED, decide
 from policy.directory import UserNotFound, acceptable_username
 from policy.login import MISMATCH_MESSAGE
+from policy.state import UserState
 
 from .codes import check_current_code
 from .context import client_source, config, directory, log_event, next_url, \
-    second_factor_done
+    read_signed_in_state, read_user_state, remember_granted, second_factor_done
 from .forms import LoginForm, LogoutForm, VerificationForm
 from .limits import limit_code, limit_login
+from .sessions import renew_session
 
 bp = Blueprint("auth", __name__)
 
@@ -46,9 +48,10 @@ def login() -> ResponseReturnValue:
     if form.validate_on_submit():
         username = form.username.data or ""
         if first_factor(username, form.password.data or ""):
-            session.clear()  # a new session: nothing from before the login survives
-            session.permanent = True
+            state = read_user_state(username)
+            renew_session()  # a new session under a new id: nothing from before survives
             session["user"] = username
+            remember_granted(state)
             log_event("success", "password accepted", username)
             # Off campus with 2-step verification On, the code comes next; else it
             # passes straight on.
@@ -67,11 +70,9 @@ def verify() -> ResponseReturnValue:
     username = session.get("user")
     if not username:
         return redirect(url_for("auth.login"))
-    try:
-        state = directory().read_state(username)
-    except UserNotFound:
-        session.clear()
-        return redirect(url_for("auth.login"))
+    state = read_signed_in_state(username)
+    if not isinstance(state, UserState):
+        return state
     decision = decide(client_source(), state, config().policy)
     if decision.outcome != CODE_REQUIRED or second_factor_done(state):
         return redirect(next_url())
@@ -91,6 +92,6 @@ def verify() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     if LogoutForm().validate_on_submit() and session.get("user"):
         log_event("success", "logged out")
-    session.clear()
+    renew_session()  # the store forgets the session: a copy of the cookie opens nothing
     flash("You have logged out.")
     return redirect(url_for("auth.login"))

@@ -8,7 +8,7 @@ from policy.login import LOCKED_MESSAGE, MISMATCH_MESSAGE
 from policy.state import UserState
 from policy.verify import BACKOFF, LOCKED, verify_code
 
-from .context import directory, log_event
+from .context import config, directory, log_event
 
 
 def check_current_code(state: UserState, text: str, purpose: str) -> str | None:
@@ -16,7 +16,7 @@ def check_current_code(state: UserState, text: str, purpose: str) -> str | None:
     message to show. Writes one audit line either way."""
     assert state.token is not None
     now = time.time()
-    verdict = verify_code(directory(), state.token, text or "", now)
+    verdict = verify_code(directory(), state.token, text or "", now, config().totp)
     if verdict.accepted:
         log_event("success", f"{purpose}: code accepted")
         return None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from flask import current_app, g, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 
 from policy.audit import audit
 from policy.config import Config
@@ -15,9 +16,15 @@ from policy.login import SET_UP_MESSAGE
 from policy.network import Source, campus_network_of, normalize_source
 from policy.state import UserState
 
+from .sessions import renew_session
+
 SERVICE = "campus-mfa-enroll"
 CAMPUS_ONLY_MESSAGE = ("This change is available from the campus network only. "
                        "Connect from campus and try again.")
+SESSION_ENDED_MESSAGE = ("Your session has ended because your 2-step verification or your "
+                         "role changed. Log in again.")
+# The MFA state a session was granted under: {"token": linked token DN or "", "role": bool}.
+GRANTED = "granted_under"
 
 
 def config() -> Config:
@@ -30,6 +37,13 @@ def directory() -> Directory:
     if "directory" not in g:
         g.directory = Directory(config().ldap, write=True)
     return g.directory
+
+
+def read_user_state(username: str) -> UserState:
+    """The user's state with the memberships the site asks about: the role group and the
+    required groups (for the decision)."""
+    return directory().read_state(
+        username, (config().ldap.role_group, *config().policy.required_groups))
 
 
 def close_directory(_exc: BaseException | None = None) -> None:
@@ -61,8 +75,62 @@ def second_factor_done(state: UserState) -> bool:
     return state.token is not None and session.get("verified_token") == state.token.dn
 
 
+def remember_granted(state: UserState) -> None:
+    """At sign-in: the user's MFA state this session is granted under."""
+    session[GRANTED] = {"token": state.token.dn if state.token else "",
+                        "role": has_role(state)}
+
+
+def note_own_change(*, token: str | None = None, role: bool | None = None) -> None:
+    """This session changed the user's state itself (confirmed or removed a token,
+    activated the role): the session goes on under the new state."""
+    granted = dict(session.get(GRANTED) or {})
+    if token is not None:
+        granted["token"] = token
+    if role is not None:
+        granted["role"] = role
+    session[GRANTED] = granted
+
+
+def changed_behind_the_session(state: UserState) -> str | None:
+    """Why the session must end, or None: its token was removed or replaced, or its role
+    revoked, other than by the session itself (``campus-mfa reset``/``revoke-role``, or
+    another session of the user). The admin command needs no access to the site's store."""
+    granted = session.get(GRANTED)
+    if not isinstance(granted, dict):
+        return "no record of the state it was granted under"
+    if granted.get("token") != (state.token.dn if state.token else ""):
+        return "2-step verification changed since sign-in"
+    if not has_role(state):
+        if granted.get("role"):
+            return "role revoked since sign-in"
+    elif not granted.get("role"):
+        note_own_change(role=True)  # granted meanwhile: nothing to end
+    return None
+
+
+def end_session(reason: str) -> ResponseReturnValue:
+    """End the session everywhere (the store forgets it) and send the user to log in."""
+    log_event("refused", f"session ended: {reason}", warning=True)
+    renew_session()
+    flash(SESSION_ENDED_MESSAGE)
+    return redirect(url_for("auth.login"))
+
+
+def read_signed_in_state(username: str) -> UserState | ResponseReturnValue:
+    """The user's state read fresh, or the answer that ends a session whose grounds are
+    gone (the user, the token or the role it was granted under)."""
+    try:
+        state = read_user_state(username)
+    except UserNotFound:
+        return end_session("no directory entry for the user any more")
+    reason = changed_behind_the_session(state)
+    return end_session(reason) if reason else state
+
+
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Signed in, and -- off campus with 2-step verification On -- the code entered.
+    """Signed in, the session still valid for the user's MFA state, and -- off campus with
+    2-step verification On -- the code entered.
 
     Sets g.user (the UserState, read fresh) and g.campus for the view.
     """
@@ -71,11 +139,9 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
         username = session.get("user")
         if not username:
             return redirect(url_for("auth.login", next=request.endpoint))
-        try:
-            state = directory().read_state(username)
-        except UserNotFound:
-            session.clear()
-            return redirect(url_for("auth.login"))
+        state = read_signed_in_state(username)
+        if not isinstance(state, UserState):
+            return state
         g.user = state
         g.campus = on_campus()
         decision = decide(client_source(), state, config().policy)

@@ -1,8 +1,8 @@
 """Set up Multi-Factor Authentication: status, 2 Factor Authentication Setup, the token
 application (QR code and key), Confirm, and turning 2-step verification off.
 
-The pending token lives in the directory, unlinked; the session holds only its DN (the
-cookie is signed, not encrypted, so the secret never goes there).
+The pending token lives in the directory, unlinked; the session holds only its DN: no
+secret ever goes into a session, not even the server-side one.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from policy.totp import (TotpParams, grouped, matching_step, new_secret, parse_c
                          provisioning_uri, to_base32)
 
 from .codes import check_current_code
-from .context import campus_only, config, directory, has_role, log_event, login_required
+from .context import (campus_only, config, directory, has_role, log_event, login_required,
+                      note_own_change)
 from .forms import ConfirmForm, TokenAppForm, TurnOffForm
 from .limits import limit_code
 from .qr import qr_svg
@@ -148,6 +149,7 @@ def confirm() -> ResponseReturnValue:
                 flash("2-step verification was changed meanwhile. Start the setup again.")
                 return redirect(url_for("mfa.status"))
             _forget_pending()
+            note_own_change(token=pending.dn)
             log_event("success", "token confirmed: 2-step verification on")
             flash("2-step verification is now On.")
             return redirect(url_for("mfa.status"))
@@ -166,6 +168,7 @@ def turn_off() -> ResponseReturnValue:
     error = check_current_code(g.user, form.current_code.data or "", "turn off")
     if error is None:
         directory().unlink_token(g.user)
+        note_own_change(token="")
         log_event("success", "token removed: 2-step verification off")
         flash("2-step verification is now Off.")
         return redirect(url_for("mfa.status"))

@@ -72,7 +72,7 @@ class PamConversation:
         self.pamh = pamh
         self.silent = silent  # PAM_SILENT: prompts still happen, messages do not
 
-    def ask(self, prompt: str) -> str | None:
+    def ask(self, prompt: str, digits: int = 0) -> str | None:
         try:
             response = self.pamh.conversation(
                 self.pamh.Message(self.pamh.PAM_PROMPT_ECHO_OFF, prompt))
@@ -91,13 +91,12 @@ class PamConversation:
 
 class CombinedConversation(PamConversation):
     """Password and code in one field (``combined``): the code is the last ``digits``
-    characters of PAM_AUTHTOK (the config's totp.digits, set before the first ``ask``).
+    characters of PAM_AUTHTOK (the token's code length, which comes with the question).
     Asked for a code, it splits them off and leaves the password in PAM_AUTHTOK for the
     next module (use_first_pass); never asked, it changes nothing."""
 
-    def __init__(self, pamh, *, silent: bool, digits: int = 0) -> None:
+    def __init__(self, pamh, *, silent: bool) -> None:
         super().__init__(pamh, silent=silent)
-        self.digits = digits
         self.split_done = False
         if pamh.authtok is None:
             # Like pam_unix: a password this module prompted for is stored for the next one.
@@ -105,13 +104,13 @@ class CombinedConversation(PamConversation):
             if typed is not None:
                 pamh.authtok = typed
 
-    def ask(self, prompt: str) -> str | None:
+    def ask(self, prompt: str, digits: int = 0) -> str | None:
         authtok = self.pamh.authtok
-        if self.split_done or authtok is None or self.digits < 1:
+        if self.split_done or authtok is None or digits < 1:
             return None  # one code per password field
         self.split_done = True
-        self.pamh.authtok = authtok[:-self.digits]
-        return authtok[-self.digits:]
+        self.pamh.authtok = authtok[:-digits]
+        return authtok[-digits:]
 
 
 class AuthdFailed(Exception):
@@ -131,7 +130,7 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         if options.problem:
             return refuse(conversation, sink, user, service, rhost,
                           f"module option: {options.problem}")
-        if options.combined:  # its digits come with the first question for a code
+        if options.combined:
             conversation = CombinedConversation(pamh, silent=silent)
         if options.authd != "off" and not options.debug:  # debug: every step here, logged
             outcome = ask_authd(options, user, service, rhost, tty, conversation)
@@ -145,8 +144,6 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         sink = config.audit.syslog_socket
         debug(options, sink, f"{options}; user={quote(user)} service={quote(service)} "
                              f"rhost={quote(rhost)}")
-        if options.combined:
-            conversation.digits = config.totp.digits
         result = login(config, user, rhost, service, conversation,
                        tries=1 if options.combined else options.tries, tty=tty,
                        pid=os.getpid())
@@ -219,10 +216,9 @@ def ask_authd(options: Options, user: str, service: str, rhost: str | None,
             if kind == "retry" and not relayed:
                 return None
             relayed = True
-            if kind == "ask" and len(fields) == 2:
-                if isinstance(conversation, CombinedConversation):
-                    conversation.digits = int(fields[1])
-                sock.sendall(pack("answer", conversation.ask(fields[0])), _socket.MSG_NOSIGNAL)
+            if kind == "ask" and len(fields) == 2 and fields[1].isdigit():
+                sock.sendall(pack("answer", conversation.ask(fields[0], int(fields[1]))),
+                             _socket.MSG_NOSIGNAL)
             elif kind == "error" and len(fields) == 1:
                 conversation.error(fields[0])
             else:

@@ -12,14 +12,15 @@ from .config import AuditConfig
 
 AUTHPRIV = 10
 DEBUG, INFO, WARNING = 7, 6, 4
-MAX_FIELD = 200
+MAX_FIELD = 200    # user, service, source: whatever the caller sent, cut short
+MAX_REASON = 600   # the reason names a source and a directory error: room for both
 
 
-def quote(value: object) -> str:
+def quote(value: object, limit: int = MAX_FIELD) -> str:
     """A field as one printable, bounded token (user names can hold anything)."""
     text = str(value)
-    if len(text) > MAX_FIELD:
-        text = text[:MAX_FIELD] + "..."
+    if len(text) > limit:
+        text = text[:limit] + "..."
     if text and text.isprintable() and " " not in text and '"' not in text and "=" not in text:
         return text
     return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
@@ -30,7 +31,7 @@ def audit(config: AuditConfig, *, user: str, service: str, source: object, outco
     """The line for one decision."""
     send_line(config, WARNING if warning else INFO,
               f"user={quote(user)} service={quote(service)} source={quote(source)} "
-              f"outcome={outcome} reason={quote(reason)}")
+              f"outcome={outcome} reason={quote(reason, MAX_REASON)}")
 
 
 def send_line(config: AuditConfig, severity: int, text: str) -> None:

@@ -88,11 +88,11 @@ def parse_request(fields: list) -> tuple[str, str, str, str | None, str | None, 
 class Relay:
     """policy.login's Conversation, carried over the socket to the module."""
 
-    def __init__(self, handler: Handler, digits: int) -> None:
-        self.handler, self.digits = handler, digits
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
 
-    def ask(self, prompt: str) -> str | None:
-        self.handler.send("ask", prompt, str(self.digits))
+    def ask(self, prompt: str, digits: int) -> str | None:
+        self.handler.send("ask", prompt, str(digits))
         answer = unpack(self.handler.rfile.read)
         if len(answer) != 2 or answer[0] != "answer":
             raise ProtocolError("expected an answer")
@@ -129,7 +129,7 @@ class Handler(socketserver.StreamRequestHandler):
             except ConfigError:
                 self.send("retry", "configuration error")  # the module meets it itself
                 return
-            result = login(config, user, rhost, service, Relay(self, config.totp.digits),
+            result = login(config, user, rhost, service, Relay(self),
                            tries=1 if combined else tries, tty=tty, pid=pid)
             self.send("outcome", result.outcome)
         except (ProtocolError, WireError, OSError):

@@ -98,11 +98,11 @@ def cmd_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from .verify import backoff_until
+    from .verify import backoff_until, stricter
 
     with _directory(config) as directory:
-        state = directory.read_state(args.user)
-    token = state.token
+        state = directory.read_state(args.user, (config.ldap.role_group,))
+    token = state.token and stricter(state.token, config.totp)
     print(f"user: {state.username} ({state.dn})")
     print(f"Multifactor Authentication role: {'yes' if state.in_group(config.ldap.role_group) else 'no'}")
     print(f"2-step verification: {'On' if token else 'Off'}")
@@ -183,11 +183,11 @@ def cmd_purge_pending(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
-    from .doctor import run_checks
+    from .doctor import FAIL, run_checks
 
     password = sys.stdin.readline().rstrip("\n") if args.test_user else None
     failed = 0
-    for ok, line in run_checks(config, args.test_user, password):
-        print(f"{'ok  ' if ok else 'FAIL'} {line}")
-        failed += not ok
+    for status, line in run_checks(config, args.test_user, password):
+        print(f"{status:4} {line}")
+        failed += status == FAIL
     return EXIT_OK if failed == 0 else EXIT_REFUSED

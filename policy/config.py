@@ -5,7 +5,10 @@ typo never silently leaves a default (for example a campus set) in force.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
+import stat
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -29,9 +32,12 @@ class LdapConfig:
     # The enrollment DN: the site and the admin command write MFA state with it.
     write_bind_dn: str = ""
     write_bind_password_file: str = ""
-    start_tls: bool = False
+    start_tls: bool = True
     ca_file: str = ""
     timeout: int = 3  # seconds, whole: ldap3 packs it into a socket option
+    # ldap:// to a host that is not a loopback address, without StartTLS, sends the service
+    # password and every secret in the clear: refused unless the admin says so here.
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class WebConfig:
     secret_key_file: str = "/etc/campus-mfa/web.secret"
     trusted_proxies: int = 0
     session_lifetime: int = 900
+    # Sessions live on the server (log out and MFA changes end them); one file each here.
+    session_dir: str = "/var/lib/campus-mfa-enroll/sessions"
     first_factor: str = "ldap"
     pam_service: str = "campus-mfa-enroll"
     cookie_secure: bool = True
@@ -181,9 +189,15 @@ def _check(config: Config) -> None:
     if not ldap.uris:
         raise fail("ldap.uris", "must name at least one server")
     for uri in ldap.uris:
-        if not uri.startswith(("ldap://", "ldaps://")) or uri.endswith("/"):
-            raise fail("ldap.uris", f"must hold ldap:// or ldaps:// URIs without a trailing "
-                                    f"slash, got {uri!r}")
+        if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or uri.endswith("/"):
+            raise fail("ldap.uris", f"must hold ldap://, ldaps:// or ldapi:// URIs without a "
+                                    f"trailing slash, got {uri!r}")
+        if transport(uri, ldap.start_tls) == PLAINTEXT and not ldap.allow_plaintext:
+            raise fail("ldap.uris", f"has {uri}: plain LDAP to a host that is not a loopback "
+                                    "address sends the bind password and the secrets in the "
+                                    "clear; set ldap.start_tls = true, or use ldaps:// or "
+                                    "ldapi:// (or, on a network you trust, "
+                                    "ldap.allow_plaintext = true)")
     if not 1 <= ldap.timeout <= 60:
         raise fail("ldap.timeout", f"must be between 1 and 60 seconds, got {ldap.timeout}")
     if "{username}" not in ldap.user_filter:
@@ -203,6 +217,13 @@ def _check(config: Config) -> None:
         if network.prefixlen == 0:
             raise fail("policy.campus_networks", f"must not contain {text}: that is every "
                                                  "address, and nobody would ever be asked for a code")
+    for version in (4, 6):
+        networks = [ipaddress.ip_network(text) for text in policy.campus_networks]
+        merged = list(ipaddress.collapse_addresses(n for n in networks if n.version == version))
+        if merged and merged[0].prefixlen == 0:
+            raise fail("policy.campus_networks", f"together cover every IPv{version} address "
+                                                 f"({merged[0]}): nobody would ever be asked "
+                                                 "for a code")
     if policy.enforcement not in ("opt-in", "required"):
         raise fail("policy.enforcement", f"must be \"opt-in\" or \"required\", "
                                          f"got {policy.enforcement!r}")
@@ -232,16 +253,70 @@ def _check(config: Config) -> None:
         raise fail("web.trusted_proxies", f"must be between 0 and 5, got {web.trusted_proxies}")
     if web.session_lifetime < 60:
         raise fail("web.session_lifetime", "must be at least 60 seconds")
+    if not web.session_dir.startswith("/"):
+        raise fail("web.session_dir", f"must be an absolute path, got {web.session_dir!r}")
+
+
+# How a URI reaches the directory (``campus-mfa doctor`` prints it).
+LDAPI, LDAPS, STARTTLS, LOOPBACK, PLAINTEXT = (
+    "ldapi (local socket)", "LDAPS", "StartTLS", "plain LDAP on loopback", "plain LDAP")
+
+
+def transport(uri: str, start_tls: bool) -> str:
+    """LDAPI, LDAPS, STARTTLS, LOOPBACK or PLAINTEXT for ``uri``. Only a literal loopback
+    address counts as loopback: a name could resolve anywhere."""
+    if uri.startswith("ldapi://"):
+        return LDAPI
+    if uri.startswith("ldaps://"):
+        return LDAPS
+    if start_tls:
+        return STARTTLS
+    hostport = uri[len("ldap://"):]
+    if hostport.startswith("["):  # ldap://[::1]:389
+        host = hostport[1:].partition("]")[0]
+    else:
+        host = hostport.partition(":")[0]
+    try:
+        return LOOPBACK if ipaddress.ip_address(host).is_loopback else PLAINTEXT
+    except ValueError:
+        return PLAINTEXT
 
 
 def read_secret_file(path: str, key: str) -> str:
-    """Return the first line of a password or key file; errors name the key, never the value."""
+    """Return the first line of a password or key file; errors name the key, never the value.
+
+    The file must be a regular file (a symbolic link is not followed), owned by root or by
+    the user reading it, writable by its owner only and readable by no one outside its
+    group (the site's group may read the bind password files)."""
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"{key} = {path!r}: {problem}")
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            value = handle.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{key} = {path!r}: cannot read: "
-                          f"{getattr(err, 'strerror', None) or 'not UTF-8 text'}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise refuse("is a symbolic link; name the file itself") from None
+        raise refuse(f"cannot read: {err.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("is not a regular file")
+        if info.st_uid not in (0, os.geteuid()):
+            raise refuse(f"is owned by uid {info.st_uid}, not by root or by the user reading "
+                         f"it (uid {os.geteuid()})")
+        if info.st_mode & 0o022:
+            raise refuse(f"is writable by its group or others (mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}); chmod 0640 or 0600")
+        if info.st_mode & 0o004:
+            raise refuse(f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                         "chmod 0640 or 0600")
+        line = os.read(fd, 4096).partition(b"\n")[0]
+    finally:
+        os.close(fd)
+    try:
+        value = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise refuse("cannot read: not UTF-8 text") from None
     if not value:
-        raise ConfigError(f"{key} = {path!r}: the file is empty")
+        raise refuse("the file is empty")
     return value

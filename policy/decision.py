@@ -45,8 +45,9 @@ def decide(source: Source, state: UserState | Unreadable | None,
     if isinstance(state, Unreadable):
         if state.user_unknown:
             return Decision(DENIED, f"{where}; {state.reason}")
-        if policy.on_directory_error == "allow":
-            return Decision(EXEMPT, f"{where}; directory error ({state.reason}) and "
+        if state.unreachable and policy.on_directory_error == "allow":
+            # Only an outage: an ambiguous or malformed entry is refused whatever the policy.
+            return Decision(EXEMPT, f"{where}; directory unreachable ({state.reason}) and "
                                     "on_directory_error = allow")
         return Decision(DENIED, f"{where}; directory error ({state.reason})",
                         directory_error=True)

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import ldap3
 
@@ -46,9 +47,19 @@ class DevLdap:
     admin_password: str
     base_dn: str = BASE_DN
 
+    @property
+    def ldapi_uri(self) -> str:
+        """The local socket slapd also listens on; root manages cn=config through it
+        (``ldapmodify -Y EXTERNAL -H URI``), as on a Debian install."""
+        return ldapi_uri(Path(self.dir))
+
     def secret(self, name: str) -> str:
         """Return the content of a secret file in DIR ('ldap.secret', 'ldap-write.secret')."""
         return Path(self.dir, name).read_text(encoding="utf-8").strip()
+
+
+def ldapi_uri(root: Path) -> str:
+    return "ldapi://" + quote(str(root / "ldapi"), safe="")
 
 
 def free_port() -> int:
@@ -85,7 +96,8 @@ olcDatabase: {{-1}}frontend
 dn: olcDatabase={{0}}config,cn=config
 objectClass: olcDatabaseConfig
 olcDatabase: {{0}}config
-olcAccess: {{0}}to * by * none
+olcAccess: {{0}}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth
+  manage by * none
 
 dn: olcDatabase={{1}}mdb,cn=config
 objectClass: olcDatabaseConfig
@@ -192,6 +204,7 @@ syslog_socket = "{root / 'syslog.sock'}"
 
 [web]
 secret_key_file = "{root / 'web.secret'}"
+session_dir = "{root / 'sessions'}"
 cookie_secure = false
 """, 0o644)
     load_config(str(path))
@@ -279,7 +292,8 @@ def start(dir: str, port: int,
     log = root / "slapd.log"
     with open(log, "wb") as out:
         # -d none: stay in the foreground and log only errors.
-        proc = subprocess.Popen(["slapd", "-d", "none", "-F", conf, "-h", uri],
+        proc = subprocess.Popen(["slapd", "-d", "none", "-F", conf, "-h",
+                                 f"{uri} {ldapi_uri(root)}"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
     _write(root / "slapd.pid", f"{proc.pid}\n", 0o644)
@@ -321,6 +335,15 @@ def _terminate(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def apply_ldif(handle: DevLdap, ldif: str) -> None:
+    """Apply changes to the running slapd as root over its local socket, the way an admin
+    applies the shipped files: ``ldapmodify -Y EXTERNAL -H ldapi://...``."""
+    done = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", handle.ldapi_uri],
+                          input=ldif, capture_output=True, text=True, check=False, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"ldapmodify failed ({done.returncode}): {done.stdout}{done.stderr}")
 
 
 def admin_connection(handle: DevLdap) -> ldap3.Connection:

@@ -37,16 +37,24 @@ TOKEN_ATTRS = ["oathSecret", "oathTOTPParams", "oathTOTPLastTimeStep", "oathFail
 PARAMS_ATTRS = ["oathOTPLength", "oathHMACAlgorithm", "oathTOTPTimeStepPeriod",
                 "oathTOTPTimeStepWindow", "oathThrottleLimit"]
 
-# A pool whose servers are all down would otherwise sleep 10 s between rounds.
-ldap3.set_config_parameter("POOLING_LOOP_TIMEOUT", 0)
+
+# LDAP result codes this module acts on (RFC 4511 section 4.1.9).
+TIME_LIMIT_EXCEEDED, SIZE_LIMIT_EXCEEDED, COMPARE_FALSE, COMPARE_TRUE = 3, 4, 5, 6
+NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS, NO_SUCH_OBJECT = 16, 20, 32
+ENTRY_ALREADY_EXISTS = 68
 
 
 class DirectoryError(Exception):
-    """The directory could not answer as needed; the message holds no secret."""
+    """The directory could not answer as needed; the message holds no secret. ``code`` is
+    the LDAP result code when the server answered with one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DirectoryUnavailable(DirectoryError):
-    """No server answered in time, or the service account could not bind."""
+    """No server answered in time: the one case ``on_directory_error = "allow"`` covers."""
 
 
 class EntryError(DirectoryError):
@@ -74,46 +82,50 @@ class Directory:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
-                self._conn.unbind()
-            except lexc.LDAPException:
-                pass
+            _unbind(self._conn)
             self._conn = None
 
     # -- connection -----------------------------------------------------------------------
 
-    def _pool(self) -> ldap3.ServerPool:
+    def _servers(self) -> list[ldap3.Server]:
         cfg = self.config
         tls = None
         if cfg.start_tls or any(uri.startswith("ldaps://") for uri in cfg.uris):
             import ssl  # only when the directory is reached over TLS
 
             tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg.ca_file or None)
-        servers = [ldap3.Server(uri, connect_timeout=cfg.timeout, get_info=ldap3.NONE, tls=tls)
-                   for uri in cfg.uris]
-        # One round through the list in order, then give up: a dead directory fails a
-        # login in about the configured timeout per server instead of hanging.
-        return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=False)
+        return [ldap3.Server(uri, connect_timeout=cfg.timeout, get_info=ldap3.NONE, tls=tls)
+                for uri in cfg.uris]
 
     def _open(self, user: str, password: str) -> ldap3.Connection:
-        conn = ldap3.Connection(self._pool(), user=user, password=password,
-                                receive_timeout=self.config.timeout, raise_exceptions=True,
-                                read_only=False, auto_referrals=False)
-        try:
-            conn.open()
-            if self.config.start_tls:
-                conn.start_tls()
-            conn.bind()
-        except lexc.LDAPInvalidCredentialsResult:
-            conn.unbind()
-            raise
-        except lexc.LDAPException:
+        """A connection bound as ``user`` to the first server of ``ldap.uris`` that answers,
+        each tried once in order (ldap3's ServerPool is not used: its availability check
+        fails on ldapi:// sockets in 2.9, and it sleeps between rounds). A server that
+        answers and refuses the bind ends the search: the credentials are the problem."""
+        problems = []
+        for server in self._servers():
+            # check_names=False: DNs go to the server as written and the server matches
+            # them (ldap3's own check refuses the spaces RFC 4514 lets a server ignore).
+            conn = ldap3.Connection(server, user=user, password=password,
+                                    receive_timeout=self.config.timeout, raise_exceptions=True,
+                                    read_only=False, auto_referrals=False, check_names=False)
+            step = "connect"
             try:
-                conn.unbind()
-            except lexc.LDAPException:
-                pass
-            raise
-        return conn
+                conn.open()
+                # ldaps:// is TLS already, ldapi:// a local socket.
+                if self.config.start_tls and not (server.ssl or server.ipc):
+                    step = "StartTLS"
+                    conn.start_tls()
+                step = "bind"
+                conn.bind()
+                return conn
+            except lexc.LDAPInvalidCredentialsResult:
+                _unbind(conn)
+                raise
+            except lexc.LDAPException as err:
+                _unbind(conn)
+                problems.append(f"{server.name}: {step}: {_describe(err)}")
+        raise DirectoryUnavailable("no server answered: " + "; ".join(problems))
 
     @property
     def conn(self) -> ldap3.Connection:
@@ -130,14 +142,16 @@ class Directory:
             try:
                 self._conn = self._open(dn, password)
             except lexc.LDAPInvalidCredentialsResult:
-                raise DirectoryUnavailable(f"bind as {dn} refused: invalid credentials") \
-                    from None
+                # A server answered: not an outage, so on_directory_error = "allow" does
+                # not cover it.
+                raise DirectoryError(f"bind as {dn} refused: invalid credentials") from None
             except lexc.LDAPException as err:
                 raise DirectoryUnavailable(_describe(err)) from None
         return self._conn
 
     def _call(self, what: str, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one ldap3 operation, turning its exceptions into DirectoryError."""
+        """Run one ldap3 operation, turning its exceptions into DirectoryError; the
+        connection, whose ``result`` holds the answer."""
         conn = self.conn
         try:
             operation(conn, *args, **kwargs)
@@ -145,20 +159,32 @@ class Directory:
                 lexc.LDAPResponseTimeoutError, lexc.LDAPServerPoolExhaustedError) as err:
             self._conn = None
             raise DirectoryUnavailable(f"{what}: {_describe(err)}") from None
+        except lexc.LDAPOperationResult as err:
+            raise DirectoryError(f"{what}: {_describe(err)}", err.result) from None
         except lexc.LDAPException as err:
             raise DirectoryError(f"{what}: {_describe(err)}") from None
         return conn
 
     def _search(self, base: str, filter_: str, attributes: list[str], *,
                 scope: str = ldap3.SUBTREE, size_limit: int = 0) -> list[dict]:
+        """The entries found. A search the server cut short (its size or time limit;
+        ldap3 does not raise for those) is an error, never a short answer; only a
+        ``size_limit`` of our own may end it early."""
         try:
             conn = self._call(f"search {base}", ldap3.Connection.search, base, filter_,
                               search_scope=scope, attributes=attributes, size_limit=size_limit)
         except DirectoryError as err:
-            if "noSuchObject" in str(err) and scope == ldap3.BASE:
+            if err.code == NO_SUCH_OBJECT and scope == ldap3.BASE:
                 return []
             raise
-        return [e for e in conn.response if e.get("type") == "searchResEntry"]
+        entries = [e for e in conn.response if e.get("type") == "searchResEntry"]
+        code = conn.result.get("result")
+        if code == TIME_LIMIT_EXCEEDED or (
+                code == SIZE_LIMIT_EXCEEDED and not 0 < size_limit <= len(entries)):
+            raise DirectoryError(f"search {base}: the server stopped the search early "
+                                 f"({conn.result.get('description')}) after {len(entries)} "
+                                 "entries", code)
+        return entries
 
     def _read(self, dn: str, attributes: list[str]) -> dict | None:
         found = self._search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
@@ -182,18 +208,27 @@ class Directory:
             raise EntryError("more than one directory entry matches the user name")
         return found[0]["dn"], found[0]["raw_attributes"]
 
-    def read_state(self, username: str) -> UserState:
-        """The user's groups and linked token; DirectoryError if any part is unreadable."""
+    def read_state(self, username: str, groups: tuple[str, ...] = ()) -> UserState:
+        """The user's linked token and whether they are a member of each of ``groups``
+        (the ones the caller will ask about); DirectoryError if any part is unreadable."""
         dn, attrs = self.find_user(username)
-        groups = self._search(self.config.base_dn,
-                              f"(&(objectClass=groupOfNames)(member={escape_filter_chars(dn)}))",
-                              ["1.1"])
         links = attrs.get("oathTOTPToken", [])
         if len(links) > 1:
             raise EntryError(f"user entry {dn}: more than one oathTOTPToken")
         token = self.read_token(links[0].decode("utf-8", "replace")) if links else None
         return UserState(username=username, dn=dn, token=token,
-                         groups=frozenset(g["dn"].lower() for g in groups))
+                         memberships={group: self.is_member(group, dn) for group in groups})
+
+    def is_member(self, group_dn: str, member_dn: str) -> bool:
+        """Whether ``group_dn`` lists ``member_dn``. The server compares (distinguishedName
+        matching), so "cn=Staff, ou=Groups" and "cn=staff,ou=groups" are the same group; a
+        group that does not exist is an error, never "not a member"."""
+        conn = self._call(f"compare {group_dn}", ldap3.Connection.compare, group_dn, "member",
+                          member_dn)
+        code = conn.result.get("result")
+        if code not in (COMPARE_TRUE, COMPARE_FALSE):
+            raise DirectoryError(f"compare {group_dn}: {conn.result.get('description')}", code)
+        return code == COMPARE_TRUE
 
     def read_token(self, dn: str) -> Token:
         """A token entry under token_base and its params; EntryError if anything is off."""
@@ -294,10 +329,9 @@ class Directory:
     def _compare_and_swap(self, dn: str, changes: dict) -> bool:
         try:
             self._modify(dn, changes)
-        except DirectoryUnavailable:
-            raise
         except DirectoryError as err:
-            if "noSuchAttribute" in str(err) or "attributeOrValueExists" in str(err):
+            # The value to delete is gone, or the one to add is there: another host won.
+            if err.code in (NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS):
                 return False
             raise
         return True
@@ -331,7 +365,7 @@ class Directory:
                     "oathTOTPTimeStepWindow": str(params.window),
                     "oathThrottleLimit": str(max_failures)})
             except DirectoryError as err:
-                if "entryAlreadyExists" not in str(err):  # another site worker made it
+                if err.code != ENTRY_ALREADY_EXISTS:  # another site worker made it
                     raise
         return dn
 
@@ -378,7 +412,7 @@ class Directory:
         try:
             self._call(f"delete {dn}", ldap3.Connection.delete, dn)
         except DirectoryError as err:
-            if "noSuchObject" not in str(err):
+            if err.code != NO_SUCH_OBJECT:
                 raise
 
     def set_role(self, user_dn: str, member: bool) -> None:
@@ -387,8 +421,19 @@ class Directory:
         try:
             self._modify(self.config.role_group, {"member": [(operation, [user_dn])]})
         except DirectoryError as err:
-            if "attributeOrValueExists" not in str(err) and "noSuchAttribute" not in str(err):
+            if err.code not in (ATTRIBUTE_OR_VALUE_EXISTS, NO_SUCH_ATTRIBUTE):
                 raise
+
+
+def _unbind(conn: ldap3.Connection) -> None:
+    """Unbind and close, quietly. ldap3 leaves the socket of a connection that failed to
+    open (refused, timed out) open; close it here rather than wait for the collector."""
+    try:
+        conn.unbind()
+    except lexc.LDAPException:
+        pass
+    if conn.socket is not None:
+        conn.socket.close()
 
 
 def acceptable_username(username: str) -> bool:

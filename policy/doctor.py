@@ -3,56 +3,89 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .config import Config
+from .config import PLAINTEXT, Config, transport
 from .directory import Directory, DirectoryError
 
 SCHEMA = ("oathTOTPUser", "oathTOTPToken", "oathTOTPParams")
+OK, WARN, FAIL = "ok", "WARN", "FAIL"
+# Wider than any university's own networks: a typo, or a proxy's or the world's addresses.
+WIDEST_IPV4_ADDRESSES = 2 ** 24   # a /8
+WIDEST_IPV6_PREFIX = 32           # what a regional registry gives a whole provider
+
+Check = tuple[str, str]  # (OK, WARN or FAIL; the line)
 
 
-def describe_campus(networks: tuple[str, ...]) -> tuple[bool, str]:
-    """The campus set as netaddr merges it; not ok if entries overlap (a likely typo)."""
+def describe_campus(networks: tuple[str, ...]) -> Iterator[Check]:
+    """The campus set as netaddr merges it; FAIL if entries overlap (a likely typo), WARN if
+    it is wider than a university has."""
     import netaddr  # the admin tools' network-set library, kept out of the login path
 
     merged = netaddr.IPSet(networks)
     overlap = sum(netaddr.IPNetwork(n).size for n in networks) != merged.size
     cidrs = ", ".join(str(c) for c in merged.iter_cidrs())
     note = " (entries overlap: check for a typo)" if overlap else ""
-    return not overlap, f"campus networks: {cidrs}{note}"
+    yield (FAIL if overlap else OK), f"campus networks: {cidrs}{note}"
+    ipv4 = sum(c.size for c in merged.iter_cidrs() if c.version == 4)
+    if ipv4 > WIDEST_IPV4_ADDRESSES:
+        yield WARN, (f"campus networks hold {ipv4:,} IPv4 addresses, more than a /8: is every "
+                     "one of them really on campus?")
+    for cidr in merged.iter_cidrs():
+        if cidr.version == 6 and cidr.prefixlen < WIDEST_IPV6_PREFIX:
+            yield WARN, (f"campus network {cidr} is wider than a /{WIDEST_IPV6_PREFIX}: is all "
+                         "of it really on campus?")
 
 
 def run_checks(config: Config, test_user: str | None,
-               password: str | None) -> Iterator[tuple[bool, str]]:
-    """Yield (ok, line) for each check; stop at the first one the rest depend on."""
-    yield True, f"configuration {config.path} parses"
-    yield describe_campus(config.policy.campus_networks)
+               password: str | None) -> Iterator[Check]:
+    """Yield (status, line) for each check; stop at the first one the rest depend on."""
+    yield OK, f"configuration {config.path} parses"
+    yield from describe_campus(config.policy.campus_networks)
     ldap = config.ldap
+    for uri in ldap.uris:
+        way = transport(uri, ldap.start_tls)
+        yield (WARN if way == PLAINTEXT else OK), f"{uri}: {way}" + (
+            " (ldap.allow_plaintext: passwords and secrets cross the network in the clear)"
+            if way == PLAINTEXT else "")
     with Directory(ldap) as directory:
         try:
             directory.conn
         except DirectoryError as err:
-            yield False, f"bind as {ldap.bind_dn}: {err}"
+            yield FAIL, f"bind as {ldap.bind_dn}: {err}"
             return
-        yield True, f"bind as {ldap.bind_dn} via {', '.join(ldap.uris)}"
+        yield OK, f"bind as {ldap.bind_dn} via {', '.join(ldap.uris)}"
         try:
             missing = directory.missing_schema(SCHEMA)
-            yield not missing, ("OATH-LDAP schema present" if not missing else
-                                f"schema lacks {', '.join(missing)} (moduleload otp.la)")
-            for dn in (ldap.token_base, ldap.role_group):
-                found = directory.exists(dn)
-                yield found, f"{dn} {'readable' if found else 'missing or unreadable'}"
+            yield (FAIL if missing else OK), (
+                "OATH-LDAP schema present" if not missing else
+                f"schema lacks {', '.join(missing)} (moduleload otp.la)")
+            found = directory.exists(ldap.token_base)
+            yield (OK if found else FAIL), \
+                f"{ldap.token_base} {'readable' if found else 'missing or unreadable'}"
+            for group in dict.fromkeys((ldap.role_group, *config.policy.required_groups)):
+                yield _group_check(directory, group)
             anonymous = directory.entries_visible_to(ldap.token_base)
-            yield anonymous == 0, f"anonymous sees {anonymous} entries under {ldap.token_base}"
+            yield (OK if anonymous == 0 else FAIL), \
+                f"anonymous sees {anonymous} entries under {ldap.token_base}"
             if test_user:
                 dn, _ = directory.find_user(test_user)
                 seen = directory.entries_visible_to(ldap.token_base, dn, password)
-                yield seen == 0, f"{test_user} sees {seen} entries under {ldap.token_base}"
+                yield (OK if seen == 0 else FAIL), \
+                    f"{test_user} sees {seen} entries under {ldap.token_base}"
         except DirectoryError as err:
-            yield False, str(err)
+            yield FAIL, str(err)
     if ldap.write_bind_dn:
         with Directory(ldap, write=True) as writer:
             try:
                 writer.conn
-                yield True, f"bind as {ldap.write_bind_dn}"
+                yield OK, f"bind as {ldap.write_bind_dn}"
             except DirectoryError as err:
-                yield False, f"bind as {ldap.write_bind_dn}: {err}"
+                yield FAIL, f"bind as {ldap.write_bind_dn}: {err}"
 
+
+def _group_check(directory: Directory, group: str) -> Check:
+    """The group exists and the service DN can compare its members (what a login does)."""
+    try:
+        directory.is_member(group, directory.config.bind_dn)
+    except DirectoryError as err:
+        return FAIL, f"group {group}: {err}"
+    return OK, f"group {group} exists"

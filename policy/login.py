@@ -28,8 +28,9 @@ SUCCESS, FAILURE, UNAVAILABLE = "success", "failure", "unavailable"
 
 
 class Conversation(Protocol):
-    def ask(self, prompt: str) -> str | None:
-        """The user's answer with echo off; None if the conversation failed."""
+    def ask(self, prompt: str, digits: int) -> str | None:
+        """The user's answer with echo off; None if the conversation failed. ``digits``
+        is the length of the token's codes (``combined`` splits them off by it)."""
 
     def error(self, text: str) -> None:
         """Show an error message."""
@@ -62,13 +63,17 @@ def evaluate(config: Config, username: str, rhost: str | None, service: str, *,
     by_source = decide_by_source(source, config.policy)
     if by_source is not None:
         return Evaluation(source, by_source, None), None
-    from .directory import Directory, DirectoryError, UserNotFound  # off campus only
+    from .directory import (Directory, DirectoryError, DirectoryUnavailable,  # off campus only
+                            UserNotFound)
 
     directory = Directory(config.ldap)
     try:
-        state: UserState | Unreadable = directory.read_state(username)
+        state: UserState | Unreadable = directory.read_state(
+            username, config.policy.required_groups)
     except UserNotFound as err:
         state = Unreadable(str(err), user_unknown=True)
+    except DirectoryUnavailable as err:
+        state = Unreadable(str(err), unreachable=True)
     except DirectoryError as err:
         state = Unreadable(str(err))
     return Evaluation(source, decide(source, state, config.policy), state), directory
@@ -113,11 +118,16 @@ def _finish(config: Config, evaluation: Evaluation, directory: object,
     refusals = []
     try:
         for _ in range(1 if code is not None else tries):
-            text = code if code is not None else conversation.ask(PROMPT)
+            if code is None:
+                # A person may take minutes to type: hand the LDAP connection back first,
+                # so that prompts left open cannot use up the directory's connections.
+                directory.close()
+            text = code if code is not None else \
+                conversation.ask(PROMPT, token.params.digits)
             if text is None:
                 refused = f"; code refused ({', '.join(refusals)})" if refusals else ""
                 return LoginResult(FAILURE, f"{decision.reason}{refused}; no code entered")
-            verdict = verify_code(directory, token, text, clock())
+            verdict = verify_code(directory, token, text, clock(), config.totp)
             if verdict.accepted:
                 return LoginResult(SUCCESS, f"{decision.reason}; code accepted")
             if verdict.outcome == "locked":

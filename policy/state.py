@@ -1,7 +1,8 @@
 """A user's MFA state as read from the directory; plain data, no I/O."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the campus path never loads the TOTP code
@@ -27,11 +28,14 @@ class UserState:
 
     username: str
     dn: str
-    groups: frozenset[str]    # DNs (lower case) of the groups the user is a member of
     token: Token | None       # the linked token: 2-step verification is On
+    # Group DN as configured -> member or not, for the groups asked about when the state
+    # was read (the directory compares DNs, so their spelling does not matter).
+    memberships: Mapping[str, bool] = field(default_factory=dict)
 
     def in_group(self, group_dn: str) -> bool:
-        return group_dn.lower() in self.groups
+        """KeyError for a group that was not asked about: a bug, never "not a member"."""
+        return self.memberships[group_dn]
 
 
 @dataclass(frozen=True)
@@ -40,3 +44,4 @@ class Unreadable:
 
     reason: str
     user_unknown: bool = False  # no directory entry at all (or a name that cannot be one)
+    unreachable: bool = False   # no server answered: the only case "allow" lets through

@@ -4,8 +4,9 @@ code used over SSH cannot be used again on the site, and failures count everywhe
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .config import TotpConfig
 from .directory import CAS_RETRIES, Directory, DirectoryError
 from .state import Token
 from .totp import matching_step, parse_code
@@ -36,21 +37,33 @@ def backoff_until(token: Token) -> int | None:
     return token.last_failure + min(2 ** (token.failures - FREE_FAILURES), MAX_BACKOFF)
 
 
-def verify_code(directory: Directory, token: Token, text: str, now: float) -> Verdict:
-    """Check ``text`` against ``token`` and record the result in the directory.
+def stricter(token: Token, totp: TotpConfig) -> Token:
+    """``token`` with the configuration's window and lock-out limit where those are lower
+    than the token's own: lowering totp.window or totp.max_failures counts for the tokens
+    that exist already, not only for new ones."""
+    return replace(token, params=replace(token.params, window=min(token.params.window,
+                                                                  totp.window)),
+                   max_failures=min(token.max_failures, totp.max_failures))
+
+
+def verify_code(directory: Directory, token: Token, text: str, now: float,
+                totp: TotpConfig) -> Verdict:
+    """Check ``text`` against ``token`` (under the stricter of its own and the configured
+    limits) and record the result in the directory.
 
     The attempt is counted before the code is looked at, by a compare-and-swap on the
     failure counter, and a success clears the counter. So every code checked anywhere has
     won its own increment first: parallel guesses on many connections cannot outrun the
     back-off or the lock.
     """
+    token = stricter(token, totp)
     for _ in range(CAS_RETRIES):
         refusal = _throttled(token, now)
         if refusal is not None:
             return refusal
         if directory.count_attempt(token, now):
             break
-        token = directory.read_token(token.dn)  # another attempt counted first
+        token = stricter(directory.read_token(token.dn), totp)  # another attempt came first
     else:
         raise DirectoryError(f"token {token.dn}: failure counter kept changing")
     code = parse_code(text, token.params.digits)

@@ -26,6 +26,22 @@ from utmp_support import LOGIN_PROCESS, record
 NOBODY = 65534
 
 
+def wait_until_idle(authd: AuthdProcess, timeout: float = 15) -> None:
+    """Until the authd has accepted every pending connection and every handler thread has
+    ended: what it does with a request is done by then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{authd.pid}/status", encoding="ascii") as status:
+            threads = int(next(line for line in status if line.startswith("Threads:"))
+                          .split()[1])
+        pending = subprocess.run(["ss", "-xlnH", "src", authd.path], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        if threads == 1 and pending and pending[2] == "0":  # Recv-Q of a listener: backlog
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"authd {authd.pid} still busy after {timeout} s")
+
+
 def stack(config: str, authd: str, options: str = "") -> str:
     return (f"auth required pam_python.so {MODULE} config={config} authd={authd} {options}\n"
             "account required pam_permit.so\n")
@@ -88,9 +104,9 @@ def test_bad_frames_are_refused(data, problem):
 
 
 def test_a_nul_or_an_oversized_field_is_never_sent():
-    with pytest.raises(WireError):
+    with pytest.raises(WireError, match="^a field holds a NUL$"):
         pack("login", "a\0b")
-    with pytest.raises(WireError):
+    with pytest.raises(WireError, match="^frame too long$"):
         pack("error", "x" * MAX_FRAME)
 
 
@@ -223,7 +239,7 @@ def test_a_stopped_authd_delays_a_login_by_seconds_then_the_module_works_alone(p
         assert 4.5 < run.elapsed < 20  # the module's ACK_TIMEOUT (5 s), then its own work
         assert pid_of(pam.syslog.wait_for(1)[0]) != own.pid
         own.proc.send_signal(signal.SIGCONT)
-        time.sleep(1)  # it now reads the abandoned request, and must not act on it
+        wait_until_idle(own)  # it reads the abandoned request, and must not act on it
         assert len(pam.syslog.lines) == 1
         assert pam.run(service, "anyone", CAMPUS_ADDRESS).verdict == SUCCESS
         assert pid_of(pam.syslog.wait_for(2)[1]) == own.pid  # and it serves again
@@ -365,9 +381,51 @@ def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, authd):
     request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, None, "3", "0")
     answer = exchange(authd.path, request + pack("outcome", "success"))
     assert answer == pack("ack") + pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
-    # The hang-up comes after the login's thread has left login() (the connection is
-    # closed once the handler returns), so nothing can still count a failure now.
+    wait_until_idle(authd)  # the login has ended in the authd
     assert pam.token(user.token_dn)["failures"] == 0
+
+
+def directory_connections(port: int) -> int:
+    """Established TCP connections to the slapd listening on ``port`` (its side of them)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as rows:
+            next(rows)
+            for row in rows:
+                local, state = row.split()[1], row.split()[3]
+                count += state == "01" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def test_logins_left_at_the_prompt_hold_no_directory_connection(pam, authd):
+    """A person may take minutes to type a code (authd waits up to 300 s): 100 logins
+    left at "Verification code: " must not hold 100 of slapd's connections, and a login
+    that comes meanwhile still gets through."""
+    user = pam.enrolled()
+    port = int(pam.slapd.uri.rsplit(":", 1)[1])
+    service = pam.service(stack=stack(pam.config(), authd.path))
+    before = directory_connections(port)
+    waiting = [subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE) for _ in range(100)]
+    try:
+        for process in waiting:  # each has read the user's state and shows the prompt
+            assert process.stderr.read(len(CODE_PROMPT)) == CODE_PROMPT.encode()
+        assert directory_connections(port) <= before
+        code = user.code()
+        late = pam.run(service, user.uid, OFF_CAMPUS, [code])
+        assert late.verdict == SUCCESS
+    finally:
+        for process in waiting:
+            process.stdin.close()  # end of input at the prompt: no code entered
+        statuses = [process.wait(timeout=60) for process in waiting]
+        for process in waiting:
+            process.stderr.close()
+    assert statuses == [1] * 100  # pamtester: authentication failure
+    lines = pam.audit(101)
+    assert len(lines) == 101
+    assert sorted(line["outcome"] for line in lines) == ["failure"] * 100 + ["success"]
+    assert sum(line["reason"].endswith("; no code entered") for line in lines) == 100
 
 
 # -- a login without RHOST: the session of the peer ------------------------------------------

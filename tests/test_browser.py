@@ -1,87 +1,193 @@
-"""The seed's screens in a real browser: Debian's chromium, headless, against gunicorn.
+"""The site as it is deployed: Debian's nginx with the shipped example site terminating TLS
+(a throwaway CA), gunicorn on a unix socket with the unit's own flags, and Debian's headless
+chromium in a campus and an off-campus network namespace (tests/weblab.py draws the layout).
 
-Log in, Request a Role, set up, scan the QR code from a screenshot with zbarimg, compute
-the code with oathtool (an independent TOTP implementation), confirm, see status On; then
-the same user from off campus (through the one trusted proxy hop) gets "Enter Verification
-Code". Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
+The seed's story: log in, Request a Role, set up, scan the QR code from a screenshot with
+zbarimg, compute the code with oathtool (an independent TOTP implementation), confirm, see
+status On; then the same user from the off-campus namespace: log in, Enter Verification
+Code, the portal, changes refused. The site learns the client's address only from nginx.
+Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
 """
 from __future__ import annotations
 
+import grp
+import http.client
 import os
+import shlex
 import shutil
+import socket
 import subprocess
-import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
+import weblab
+from pamtest import SyslogListener
 from policy import devldap
+from web_support import toml_with
 
 pytestmark = pytest.mark.slapd
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
-OFF_CAMPUS = "203.0.113.50"
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-quic",
-                  "--disable-dev-shm-usage", "--window-size=1200,1000")
+EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
+UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
+HOST = "mfa.example.edu"
+COOKIE = "__Host-campus-mfa"
+BASE32_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, for `campus-mfa import`
 
 
-@pytest.fixture
-def site(slapd, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """gunicorn serving the site exactly as in production, behind one (pretend) proxy."""
-    text = Path(slapd.config_path).read_text(encoding="utf-8")
-    config = tmp_path / "campus-mfa.toml"
-    config.write_text(text.replace("[web]\n", "[web]\ntrusted_proxies = 1\n"), encoding="utf-8")
-    port = devldap.free_port()
-    log = open(tmp_path / "gunicorn.log", "wb")
-    server = subprocess.Popen(
-        ["/usr/bin/gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "enroll_web:create_app()"],
-        cwd=ROOT, env={**os.environ, "CAMPUS_MFA_CONFIG": str(config)},
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+def nginx_site(socket_path: str, tls: weblab.Tls) -> str:
+    """The shipped example site, verbatim but for the socket and the certificate paths."""
+    return weblab.substitute(EXAMPLE.read_text(), [
+        ("server_name mfa.example.edu;", f"server_name {tls.host};", 2),
+        ("ssl_certificate /etc/ssl/certs/mfa.example.edu.pem;",
+         f"ssl_certificate {tls.cert};", 1),
+        ("ssl_certificate_key /etc/ssl/private/mfa.example.edu.key;",
+         f"ssl_certificate_key {tls.key};", 1),
+        ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock;",
+         f"proxy_pass http://unix:{socket_path};", 1),
+    ], str(EXAMPLE))
+
+
+def unit_gunicorn(socket_path: str) -> list[str]:
+    """The unit's ExecStart, verbatim but for the socket path and where the code is."""
+    line = next(line for line in UNIT.read_text().splitlines()
+                if line.startswith("ExecStart="))
+    return shlex.split(weblab.substitute(line.removeprefix("ExecStart="), [
+        ("--bind unix:/run/campus-mfa-enroll/web.sock ", f"--bind unix:{socket_path} ", 1),
+        ("--pythonpath /usr/share/campus-mfa ", f"--pythonpath {ROOT} ", 1),
+    ], f"{UNIT} ExecStart"))
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.socket_path)
+
+
+def wait_until_serving(proc: subprocess.Popen, ask: Any, log: Path) -> None:
+    """Until ``ask()`` gets the login page (gunicorn imports the app first)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if ask() == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError("gunicorn did not start:\n" + log.read_text(errors="replace"))
+        time.sleep(0.1)
+
+
+@contextmanager
+def gunicorn(argv: list[str], config: Path, log: Path, **popen: Any
+             ) -> Iterator[subprocess.Popen]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "CAMPUS_MFA_CONFIG": str(config)}, **popen)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)  # the master and its worker
+                proc.wait(15)
+
+
+@dataclass
+class Site:
+    lab: weblab.Lab
+    tls: weblab.Tls
+    nginx: weblab.Nginx
+    config: Path
+    audit: SyslogListener
+
+    def url(self, path: str = "/") -> str:
+        return f"https://{HOST}{path}"
+
+    def audit_line(self, fragment: str) -> str:
+        """The audit line containing ``fragment``, once it arrived (within 5 s)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [line for line in self.audit.lines if fragment in line]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no audit line with {fragment!r} in {self.audit.lines}")
+
+    def client(self, where: str) -> weblab.Client:
+        return weblab.Client(self.lab.clients[where], HOST, self.lab.server_address[where],
+                             self.tls.ca)
+
+    @contextmanager
+    def browser(self, where: str) -> Iterator[Any]:
+        """A chromium in the ``where`` namespace that trusts the lab's CA and resolves
+        the site's name to the server's address on that network."""
+        with weblab.entered(self.lab.clients[where]):
+            with weblab.chromium({HOST: self.lab.server_address[where]}, self.tls.ca) as driver:
+                yield driver
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[weblab.Lab]:
+    with weblab.lab() as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
+    """nginx (the example site) -> unix socket -> gunicorn (the unit's flags), as deployed:
+    the socket is root:www-data 0660 and nginx's workers run as www-data."""
+    work = weblab.work_dir("site")
+    run_dir = work / "run"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
+    socket_path = str(run_dir / "web.sock")
+    audit = SyslogListener(str(work / "syslog.sock"))
+    config = work / "campus-mfa.toml"
+    config.write_text(toml_with(Path(slapd.config_path).read_text(), {
+        "policy": {"campus_networks": f'["{weblab.CAMPUS_NETWORK}"]'},
+        "audit": {"syslog_socket": f'"{audit.path}"'},
+        "web": {"trusted_proxies": "1", "cookie_secure": "true",
+                "session_dir": f'"{work / "sessions"}"'}}))
+    tls = weblab.make_tls(work / "tls", HOST)
+    log = work / "gunicorn.log"
+    nginx = None
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("gunicorn did not start:\n" + (
-                        tmp_path / "gunicorn.log").read_text(errors="replace"))
-                time.sleep(0.1)
-        yield url
+        with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
+                      extra_groups=[]) as proc:
+            wait_until_serving(proc, lambda: ask(UnixHTTPConnection(socket_path)), log)
+            info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
+            assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
+                (0o660, "www-data")
+            nginx = weblab.Nginx(net, work / "nginx", nginx_site(socket_path, tls))
+            yield Site(net, tls, nginx, config, audit)
     finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+        if nginx is not None:
+            nginx.stop()
+        audit.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="campus-mfa-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS + (f"--user-data-dir={profile}",):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(20)
+def ask(conn: http.client.HTTPConnection) -> int:
+    """The status of GET /login on ``conn`` (no proxy from the environment is asked)."""
     try:
-        yield driver
+        conn.request("GET", "/login")
+        return conn.getresponse().status
     finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        conn.close()
 
 
 def oathtool(secret: str, *at: str) -> str:
@@ -90,76 +196,34 @@ def oathtool(secret: str, *at: str) -> str:
     return done.stdout.strip()
 
 
-def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+def enroll_on_campus(screens: weblab.Screens, url: str, uid: str, password: str) -> str:
+    """The seed's campus story in the browser; returns the secret read from the QR code."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    uid, password = fresh_user()
-
-    def shot(name: str) -> None:
-        browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
-
-    def heading() -> str:
-        return browser.find_element(By.TAG_NAME, "h1").text
-
-    def loads_a_page(click) -> None:
-        """Click, then wait until the old page is gone: a click returns before the next
-        page has loaded, and reading the old page's elements would race with it."""
-        old_page = browser.find_element(By.TAG_NAME, "html")
-        click()
-
-        def old_page_gone(_) -> bool:
-            # Mid-navigation chromium reports the old node either as stale or as "Node
-            # with given id does not belong to the document"; both mean it is gone.
-            try:
-                old_page.is_enabled()
-            except StaleElementReferenceException:
-                return True
-            except WebDriverException as err:
-                if "does not belong to the document" in err.msg:
-                    return True
-                raise
-            return False
-
-        WebDriverWait(browser, 15).until(old_page_gone)
-
-    def click_button(value: str) -> None:
-        loads_a_page(browser.find_element(
-            By.CSS_SELECTOR, f"input[type=submit][value='{value}']").click)
-
-    def click_link(text: str) -> None:
-        loads_a_page(browser.find_element(By.LINK_TEXT, text).click)
-
-    def log_in() -> None:
-        browser.find_element(By.NAME, "username").send_keys(uid)
-        browser.find_element(By.NAME, "password").send_keys(password)
-        click_button("Log in")
-
-    browser.get(site + "/")
-    assert heading() == "Users Portal"
-    shot("01-users-portal")
-    click_link("User Information Management (*Internal Only)")
-    assert heading() == "Log in with your CIS account"
-    shot("02-log-in")
-    log_in()
-    assert heading() == "User Information Management"
-    shot("03-user-information-management")
-    click_button("Activate")
+    browser = screens.driver
+    browser.get(url)
+    assert screens.heading() == "Users Portal"
+    screens.shot("01-users-portal")
+    screens.click_link("User Information Management (*Internal Only)")
+    assert screens.heading() == "Log in with your CIS account"
+    screens.shot("02-log-in")
+    screens.log_in(uid, password)
+    assert screens.heading() == "User Information Management"
+    screens.shot("03-user-information-management")
+    screens.click_button("Activate")
     assert browser.find_element(By.CLASS_NAME, "role-status").text == "Active"
-    shot("04-request-a-role-active")
+    screens.shot("04-request-a-role-active")
 
-    click_link("Set up Multi-Factor Authentication")
+    screens.click_link("Set up Multi-Factor Authentication")
     assert browser.find_element(By.ID, "mfa-status").text == "Off"
-    shot("05-set-up-multi-factor-authentication")
-    click_link("2 Factor Authentication Setup")
-    assert heading() == "2 Factor Authentication Setup"
-    shot("06-2-factor-authentication-setup")
-    click_button("Use a Token Application")
+    screens.shot("05-set-up-multi-factor-authentication")
+    screens.click_link("2 Factor Authentication Setup")
+    assert screens.heading() == "2 Factor Authentication Setup"
+    screens.shot("06-2-factor-authentication-setup")
+    screens.click_button("Use a Token Application")
     assert "Use a Token Application" in browser.page_source
-    shot("07-use-a-token-application")
-    qr_png = ARTIFACTS / "07-qr-code.png"
+    screens.shot("07-use-a-token-application")
+    qr_png = screens.path("07-qr-code")
     browser.find_element(By.ID, "qr").screenshot(str(qr_png))
 
     decoded = subprocess.run(["zbarimg", "--quiet", "--raw", str(qr_png)],
@@ -174,30 +238,159 @@ def test_enrollment_and_off_campus_login_in_chromium(site, browser, fresh_user):
     assert set(query) == {"secret", "issuer"}  # SHA1, 6 digits, 30 s: the defaults
     secret = query["secret"][0]
 
-    click_link("Next")
-    shot("08-authentication-code")
+    screens.click_link("Next")
+    screens.shot("08-authentication-code")
     browser.find_element(By.NAME, "code").send_keys(oathtool(secret))
-    click_button("Confirm")
+    screens.click_button("Confirm")
     assert browser.find_element(By.ID, "mfa-status").text == "On"
-    shot("09-status-on")
+    screens.shot("09-status-on")
+    return secret
 
-    # The same user from off campus: the proxy (this loopback hop) forwards the address.
-    browser.delete_all_cookies()
-    browser.execute_cdp_cmd("Network.enable", {})
-    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders",
-                            {"headers": {"X-Forwarded-For": OFF_CAMPUS}})
-    browser.get(site + "/login")
-    shot("10-off-campus-log-in")
-    log_in()
-    assert heading() == "Enter Verification Code"
-    shot("11-enter-verification-code")
-    browser.find_element(By.NAME, "code").send_keys(oathtool(secret, "--now", "now + 30 seconds"))
-    click_button("Login")
-    assert heading() == "Users Portal"
-    click_link("Set up Multi-Factor Authentication")
-    assert browser.find_element(By.ID, "mfa-status").text == "On"
-    assert "Changes are available from the campus network only" in browser.page_source
-    shot("12-off-campus-status")
-    browser.get(site + "/user-info")
-    assert "available from the campus network only" in browser.page_source
-    shot("13-campus-network-only")
+
+def test_enrollment_on_campus_then_login_off_campus_over_https(site, fresh_user):
+    from selenium.webdriver.common.by import By
+
+    uid, password = fresh_user()
+    with site.browser("campus") as browser:
+        secret = enroll_on_campus(weblab.Screens(browser, ARTIFACTS), site.url("/"), uid,
+                                  password)
+
+    with site.browser("off") as browser:
+        screens = weblab.Screens(browser, ARTIFACTS)
+        browser.get(site.url("/login"))
+        screens.shot("10-off-campus-log-in")
+        screens.log_in(uid, password)
+        assert screens.heading() == "Enter Verification Code"
+        screens.shot("11-enter-verification-code")
+        browser.find_element(By.NAME, "code").send_keys(
+            oathtool(secret, "--now", "now + 30 seconds"))
+        screens.click_button("Login")
+        assert screens.heading() == "Users Portal"
+        screens.click_link("Set up Multi-Factor Authentication")
+        assert browser.find_element(By.ID, "mfa-status").text == "On"
+        assert "Changes are available from the campus network only" in browser.page_source
+        screens.shot("12-off-campus-status")
+        browser.get(site.url("/user-info"))
+        assert "available from the campus network only" in browser.page_source
+        screens.shot("13-campus-network-only")
+
+        # A copy of the session cookie works while the session lasts ...
+        copied = browser.get_cookie(COOKIE)
+        assert copied is not None and copied["secure"] and copied["httpOnly"]
+        thief = site.client("off")
+        thief.cookies[COOKIE] = copied["value"]
+        page = thief.get("/mfa")
+        assert page.status == 200 and '<strong id="mfa-status">On</strong>' in page.body
+        browser.get(site.url("/mfa"))
+        screens.click_text_button("Log out")
+        assert screens.heading() == "Log in with your CIS account"
+        assert "You have logged out." in browser.page_source
+        screens.shot("14-logged-out")
+
+    # ... and is dead once its user logged out: the server forgot the session.
+    thief.cookies = {COOKIE: copied["value"]}
+    for path in ("/mfa", "/user-info"):
+        replay = thief.get(path)
+        assert replay.status == 302 and replay.location.startswith("/login"), replay
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
+                    'outcome=success reason="logged out"')
+
+
+def test_admin_reset_ends_a_session_over_https(site, fresh_user):
+    """``campus-mfa reset`` on another host's command line: the next request of a session
+    signed in before is sent to log in, and so is every later one with that cookie."""
+    uid, password = fresh_user()
+    admin = ["/usr/bin/python3", "-m", "policy", "--config", str(site.config)]
+    subprocess.run([*admin, "import", uid, "--secret", "-"], input=BASE32_SECRET + "\n",
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    client = site.client("campus")
+    assert client.post_form("/login", {"username": uid, "password": password}).status == 302
+    assert '<strong id="mfa-status">On</strong>' in client.get("/mfa").body
+    copied = dict(client.cookies)
+    subprocess.run([*admin, "reset", uid], cwd=ROOT, check=True, capture_output=True)
+    ended = client.get("/mfa")
+    assert ended.status == 302 and ended.location == "/login"
+    assert "Your session has ended" in client.get("/login").body
+    client.cookies = copied
+    again = client.get("/mfa")
+    assert again.status == 302 and again.location.startswith("/login")
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_CAMPUS} "
+                    'outcome=refused reason="session ended: 2-step verification changed '
+                    'since sign-in"')
+
+
+def test_nginx_replaces_a_forged_forwarded_for(site, fresh_user):
+    """The example's nginx writes X-Forwarded-For itself: an off-campus client that claims
+    a campus address stays off campus, a campus client that claims otherwise stays campus."""
+    uid, password = fresh_user()
+    off = site.client("off")
+    claims_campus = {"X-Forwarded-For": weblab.CLIENT_CAMPUS}
+    login = off.post_form("/login", {"username": uid, "password": password},
+                          headers=claims_campus)
+    assert login.status == 302
+    refused = off.get("/user-info", headers=claims_campus)
+    assert refused.status == 403 and "available from the campus network only" in refused.body
+    seen = f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
+    site.audit_line(seen + 'outcome=success reason="password accepted"')
+    site.audit_line(seen + 'outcome=refused reason="portal.user_info from off campus"')
+
+    campus = site.client("campus")
+    claims_off = {"X-Forwarded-For": weblab.CLIENT_OFF}
+    campus.post_form("/login", {"username": uid, "password": password}, headers=claims_off)
+    page = campus.get("/user-info", headers=claims_off)
+    assert page.status == 200 and "Request a Role" in page.body
+
+
+@pytest.mark.parametrize("where", ["campus", "off"])
+def test_plain_http_is_redirected_to_https(site, where):
+    reply = site.client(where).get("/login?next=mfa.status", https=False)
+    assert (reply.status, reply.location) == (301, f"https://{HOST}/login?next=mfa.status")
+
+
+def test_https_answers_carry_hsts_the_referrer_policy_and_a_host_cookie(site):
+    reply = site.client("campus").get("/login")
+    assert reply.status == 200
+    assert reply.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert reply.headers["Referrer-Policy"] == "same-origin"
+    cookie = reply.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}=") and "Domain=" not in cookie
+    assert {"Secure", "HttpOnly", "Path=/", "SameSite=Lax"} <= {
+        part.strip() for part in cookie.split(";")}
+
+
+def test_csrf_stays_strict_over_https(site, fresh_user):
+    """A POST whose Referer is missing or names another site is refused over HTTPS
+    (Flask-WTF's WTF_CSRF_SSL_STRICT), even with a valid CSRF token."""
+    uid, password = fresh_user()
+    client = site.client("campus")
+    form = {"username": uid, "password": password}
+    for referer in ({}, {"Referer": "https://elsewhere.example.org/login"}):
+        refused = client.post_form("/login", form, headers=referer, referer=False)
+        assert refused.status == 400, refused
+        assert "The form has expired or was not sent by this site" in refused.body
+    assert client.post_form("/login", form).status == 302
+
+
+def test_the_plain_http_demo_logs_in_and_posts(slapd, fresh_user, tmp_path):
+    """``make demo`` serves plain HTTP on loopback (cookie_secure = false, two workers):
+    a real chromium logs in and activates the role there too."""
+    from selenium.webdriver.common.by import By
+
+    uid, password = fresh_user()
+    config = tmp_path / "campus-mfa.toml"
+    config.write_text(Path(slapd.config_path).read_text())  # as `make demo` has it
+    port = devldap.free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = ["/usr/bin/gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "enroll_web:create_app()"]
+    with gunicorn(argv, config, tmp_path / "gunicorn.log") as proc:
+        wait_until_serving(proc, lambda: ask(http.client.HTTPConnection("127.0.0.1", port)),
+                           tmp_path / "gunicorn.log")
+        with weblab.chromium({}, None) as browser:
+            screens = weblab.Screens(browser, ARTIFACTS, "http-")
+            browser.get(url + "/user-info")
+            screens.log_in(uid, password)
+            assert screens.heading() == "User Information Management"
+            screens.click_button("Activate")
+            assert browser.find_element(By.CLASS_NAME, "role-status").text == "Active"
+            screens.shot("01-request-a-role-active")

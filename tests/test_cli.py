@@ -135,3 +135,31 @@ def test_purge_pending_deletes_only_old_unconfirmed_tokens(slapd, fresh_user):
         assert writer.read_token(recent).dn == recent
         assert writer.read_token(linked).dn == linked
         assert writer.read_state(uid).token.dn == linked
+
+
+def test_doctor_names_the_transport_checks_every_group_and_warns_of_wide_campus_sets(
+        slapd, tmp_path):
+    text = Path(slapd.config_path).read_text()
+    port = slapd.uri.rsplit(":", 1)[1]
+    out = cli(slapd, "doctor")
+    assert out.returncode == 0, out.stdout
+    assert f"ok   ldap://127.0.0.1:{port}: plain LDAP on loopback\n" in out.stdout
+    assert "ok   group cn=mfa-users,ou=groups,dc=example,dc=edu exists\n" in out.stdout
+
+    local = tmp_path / "ldapi.toml"
+    local.write_text(text.replace(f'uris = ["ldap://127.0.0.1:{port}"]',
+                                  f'uris = ["{slapd.ldapi_uri}"]'))
+    out = cli(slapd, "doctor", config=str(local))
+    assert out.returncode == 0, out.stdout
+    assert f"ok   {slapd.ldapi_uri}: ldapi (local socket)\n" in out.stdout
+
+    missing = "cn=Staf, ou=Groups, dc=example, dc=edu"  # a typo of the admin's
+    wide = tmp_path / "wide.toml"
+    wide.write_text(text.replace('[policy]\n', f'[policy]\nrequired_groups = ["{missing}"]\n')
+                    .replace('"127.0.0.0/8", "::1/128"', '"127.0.0.0/8", "10.0.0.0/7", "::/16"'))
+    out = cli(slapd, "doctor", config=str(wide))
+    assert out.returncode == 1, out.stdout
+    assert (f"FAIL group {missing}: compare {missing}: noSuchObject (32)") in out.stdout
+    assert ("WARN campus networks hold 50,331,648 IPv4 addresses, more than a /8: is every one "
+            "of them really on campus?\n") in out.stdout
+    assert "WARN campus network ::/16 is wider than a /32" in out.stdout

@@ -1,9 +1,11 @@
 """Configuration: a good file loads; every bad one names the file, the key and the problem."""
+import os
+import re
 from pathlib import Path
 
 import pytest
 
-from policy.config import ConfigError, load_config
+from policy.config import ConfigError, load_config, read_secret_file
 
 SHIPPED = Path(__file__).resolve().parent.parent / "packaging" / "campus-mfa.toml"
 
@@ -50,7 +52,8 @@ def test_the_documented_example_loads(tmp_path):
     assert config.policy.campus_networks == ("192.0.2.0/24", "2001:db8:c0::/48")
     assert config.totp.max_failures == 10
     assert config.web.first_factor == "ldap" and config.web.cookie_secure is True
-    with pytest.raises(AttributeError):
+    assert config.web.session_dir == "/var/lib/campus-mfa-enroll/sessions"
+    with pytest.raises(AttributeError, match="cannot assign to field 'enforcement'"):
         config.policy.enforcement = "required"  # frozen
 
 
@@ -99,6 +102,9 @@ def test_the_shipped_config_fails_closed_until_campus_networks_are_set(tmp_path)
     ('issuer = "Example University"', 'issuer = "A:B"', r"totp\.issuer"),
     ('[totp]', '[web]\nfirst_factor = "kerberos"\n[totp]', r"web\.first_factor must be"),
     ('[totp]', '[web]\ncookie_secure = 1\n[totp]', r"web\.cookie_secure must be true or false"),
+    ('[totp]', '[web]\nsession_dir = "sessions"\n[totp]',
+     r"web\.session_dir must be an absolute path, got 'sessions'"),
+    ('[totp]', '[web]\nsession_dir = 7\n[totp]', r"web\.session_dir must be a string"),
     ('[totp]', 'ldap = 1\n[totp]', r"\[ldap\] must be a table|unknown|cannot"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, old, new, message):
@@ -134,3 +140,98 @@ def test_missing_section_missing_file_and_bad_syntax(tmp_path):
     broken = write(tmp_path, GOOD.replace("window = 1", "window = = 1"))
     with pytest.raises(ConfigError, match=r"campus-mfa\.toml: not valid TOML: .*line \d+"):
         load_config(broken)
+
+
+# -- the transport to the directory (SECURITY.md 17) --------------------------------------
+
+def test_start_tls_is_the_default(tmp_path):
+    config = load_config(write(tmp_path, GOOD.replace("start_tls = false\n", "")))
+    assert config.ldap.start_tls is True and config.ldap.allow_plaintext is False
+
+
+@pytest.mark.parametrize("uri, start_tls, allowed", [
+    ("ldap://ldap.example.edu", "false", False),          # a name: could be anywhere
+    ("ldap://198.51.100.4:389", "false", False),
+    ("ldap://localhost:389", "false", False),             # names are never trusted
+    ("ldap://127.0.0.1:3890", "false", True),             # loopback literals only
+    ("ldap://127.8.9.10", "false", True),
+    ("ldap://[::1]:3890", "false", True),
+    ("ldap://[::ffff:198.51.100.4]:389", "false", False),
+    ("ldap://ldap.example.edu", "true", True),            # StartTLS
+    ("ldaps://ldap.example.edu", "false", True),
+    ("ldapi://%2Frun%2Fslapd%2Fldapi", "false", True),   # a local socket
+])
+def test_plain_ldap_only_to_loopback(tmp_path, uri, start_tls, allowed):
+    text = GOOD.replace('uris = ["ldap://127.0.0.1:3890", "ldaps://replica.example.edu"]',
+                        f'uris = ["{uri}"]').replace("start_tls = false",
+                                                     f"start_tls = {start_tls}")
+    path = write(tmp_path, text)
+    if allowed:
+        assert load_config(path).ldap.uris == (uri,)
+    else:
+        with pytest.raises(ConfigError, match=rf"^{path}: ldap\.uris has {re.escape(uri)}: "
+                                              r"plain LDAP .* ldap\.allow_plaintext = true"):
+            load_config(path)
+        opted_out = write(tmp_path, text.replace("start_tls", "allow_plaintext = true\nstart_tls"))
+        assert load_config(opted_out).ldap.allow_plaintext is True
+
+
+@pytest.mark.parametrize("networks, version", [
+    ('"0.0.0.0/1", "128.0.0.0/1"', 4),
+    ('"::/1", "8000::/1", "192.0.2.0/24"', 6),
+])
+def test_campus_networks_that_together_cover_everything_are_refused(tmp_path, networks, version):
+    path = write(tmp_path, GOOD.replace('"192.0.2.0/24", "2001:db8:c0::/48"', networks))
+    with pytest.raises(ConfigError, match=rf"policy\.campus_networks together cover every "
+                                          rf"IPv{version} address"):
+        load_config(path)
+
+
+# -- secret files (bind passwords, the site's key) ----------------------------------------
+
+def secret_file(tmp_path, mode=0o600, text="s3cret-value\n"):
+    path = tmp_path / "ldap.secret"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400, 0o440])
+def test_a_private_secret_file_is_read(tmp_path, mode):
+    assert read_secret_file(str(secret_file(tmp_path, mode)), "ldap.bind_password_file") \
+        == "s3cret-value"
+
+
+@pytest.mark.parametrize("mode, problem", [
+    (0o644, r"is readable by others \(mode 0644\)"),
+    (0o604, r"is readable by others \(mode 0604\)"),
+    (0o660, r"is writable by its group or others \(mode 0660\)"),
+    (0o602, r"is writable by its group or others \(mode 0602\)"),
+])
+def test_a_secret_file_others_can_read_or_write_is_refused(tmp_path, mode, problem):
+    path = secret_file(tmp_path, mode)
+    with pytest.raises(ConfigError, match=rf"^ldap\.bind_password_file = '{path}': {problem}"):
+        read_secret_file(str(path), "ldap.bind_password_file")
+
+
+def test_a_secret_file_owned_by_another_user_a_link_or_not_a_file_is_refused(tmp_path):
+    path = secret_file(tmp_path)
+    os.chown(path, 65534, 65534)  # nobody
+    with pytest.raises(ConfigError, match=r"is owned by uid 65534, not by root or by the user "
+                                          r"reading it \(uid 0\)"):
+        read_secret_file(str(path), "key")
+    os.chown(path, 0, 0)
+    link = tmp_path / "link.secret"
+    link.symlink_to(path)
+    with pytest.raises(ConfigError, match=r"is a symbolic link; name the file itself"):
+        read_secret_file(str(link), "key")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ConfigError, match=r"is not a regular file"):
+        read_secret_file(str(fifo), "key")  # returns at once: never blocks on the FIFO
+    with pytest.raises(ConfigError, match=r"is not a regular file"):
+        read_secret_file(str(tmp_path), "key")
+    with pytest.raises(ConfigError, match=r"the file is empty"):
+        read_secret_file(str(secret_file(tmp_path, text="\n")), "key")
+    with pytest.raises(ConfigError, match=r"cannot read: No such file or directory"):
+        read_secret_file(str(tmp_path / "missing"), "key")

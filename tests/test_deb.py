@@ -43,6 +43,7 @@ ETC = Path("/etc/campus-mfa")
 CONFFILE = ETC / "campus-mfa.toml"
 WEB_SECRET = ETC / "web.secret"
 SHARE = Path("/usr/share/campus-mfa")
+SITE_STATE = Path("/var/lib/campus-mfa-enroll")  # the site unit's StateDirectory=: sessions
 PROFILE = Path("/usr/share/pam-configs/campus-mfa")
 UNIT = Path("/lib/systemd/system/campus-mfa-enroll.service")
 HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-authd.service")
@@ -194,7 +195,7 @@ def debs() -> Debs:
 def machine() -> Iterator[None]:
     """Check the machine is clean, then always purge and restore it afterwards."""
     dirty = [p for p in PACKAGES if package_status(p) != "not-installed"]
-    dirty += [str(p) for p in (ETC, SHARE, PROFILE, Path("/etc/pam.d", SERVICE),
+    dirty += [str(p) for p in (ETC, SHARE, SITE_STATE, PROFILE, Path("/etc/pam.d", SERVICE),
                                Path("/etc/pam.d", SERVICE_COMMON), HELPER_RUNTIME,
                                HELPER_LAUNCHER.parent, *systemd_leftovers())
               if p.exists() or p.is_symlink()]
@@ -217,8 +218,8 @@ def machine() -> Iterator[None]:
         purged = purge.returncode == 0 and all(package_status(p) == "not-installed"
                                                for p in PACKAGES)
         if purged:  # what the tests wrote there (never an installed package's conffile)
-            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(HELPER_RUNTIME),
-                check=False)
+            run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(SITE_STATE),
+                str(HELPER_RUNTIME), check=False)
         restored = [str(p) for p, data in saved.items() if p.read_bytes() != data]
         if restored:  # put back both the files and pam-auth-update's record of them
             for path, data in saved.items():
@@ -252,6 +253,7 @@ def configured(installed: Debs, slapd: devldap.DevLdap, tmp_path: Path) -> Path:
     data["ldap"]["bind_password_file"] = str(ETC / "ldap.secret")
     data["ldap"]["write_bind_password_file"] = str(ETC / "ldap-write.secret")
     data["web"]["secret_key_file"] = str(WEB_SECRET)
+    del data["web"]["session_dir"]  # the default, in the unit's StateDirectory=
     audit_socket = tmp_path / "syslog.sock"
     data["audit"]["syslog_socket"] = str(audit_socket)
     CONFFILE.write_text("# Written by tests/test_deb.py\n" + dump_toml(data))
@@ -342,7 +344,8 @@ def test_packages_depend_on_what_they_run(debs: Debs) -> None:
         return {item.strip().split(" ")[0] for item in field.split(",")}
     assert {"libpam-python", "campus-mfa-common"} <= depends("libpam-campus-mfa")
     assert {"python3-flask", "python3-flaskext.wtf", "python3-flask-limiter", "python3-qrcode",
-            "gunicorn", "campus-mfa-common", "adduser"} <= depends("campus-mfa-enroll")
+            "python3-flask-session", "python3-cachelib", "gunicorn", "campus-mfa-common",
+            "adduser"} <= depends("campus-mfa-enroll")
     assert {"python3-ldap3", "python3-netaddr", "python3-pyotp"} <= depends("campus-mfa-common")
 
 
@@ -490,9 +493,21 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+def assert_exposure_at_most(unit: Path, level: float) -> None:
+    """systemd-analyze's offline security score of the installed unit (0 best, 10 worst)."""
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                           f"--threshold={round(level * 10)}", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert score and float(score[1]) <= level and done.returncode == 0, done.stdout[-2000:]
+
+
 def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
         configured: Path) -> None:
     run("systemd-analyze", "verify", "--man=no", str(UNIT))  # syntax, directives, ExecStart
+    # The sandbox cannot run here (no systemd as PID 1); its strength is scored offline:
+    # "OK" (at most 2.0 of 10) for a site that runs as a user without privileges.
+    assert_exposure_at_most(UNIT, 2.0)
     unit = unit_settings()
     argv = shlex.split(unit["ExecStart"])
     bind = argv[argv.index("--bind") + 1]
@@ -500,10 +515,14 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
     sock_path = Path(bind.removeprefix("unix:"))
     user, group = unit["User"], unit["Group"]
     assert user == SYSTEM_USER
-    # What systemd does before ExecStart: the runtime directory, the identity.
+    # What systemd does before ExecStart: the runtime and state directories, the identity.
     runtime = Path("/run", unit["RuntimeDirectory"])
     runtime.mkdir(mode=int(unit["RuntimeDirectoryMode"], 8))
     os.chown(runtime, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    state = Path("/var/lib", unit["StateDirectory"])
+    assert state == SITE_STATE
+    state.mkdir(mode=int(unit["StateDirectoryMode"], 8))
+    os.chown(state, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
     log = open(runtime.parent / "campus-mfa-enroll-debtest.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
         ["setpriv", f"--reuid={user}", f"--regid={group}",
@@ -524,6 +543,11 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
             conn.close()
         assert response.status == 200, (response.status, body[:500], _log_tail(log))
         assert "Log in with your CIS account" in body and 'name="password"' in body
+        # The form's CSRF token made a session: a 0600 file of the site's user (beside
+        # cachelib's count file) in the default web.session_dir, in the StateDirectory.
+        files = list((state / "sessions").iterdir())
+        assert len(files) == 2, files
+        assert {(stat.S_IMODE(p.stat().st_mode), p.owner()) for p in files} == {(0o600, user)}
         # Only the proxy's group can connect: the site believes its X-Forwarded-For.
         info = sock_path.stat()
         assert stat.S_IMODE(info.st_mode) == 0o660
@@ -543,7 +567,7 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
                 proc.wait()
         log.close()
         Path(log.name).unlink(missing_ok=True)
-        run("rm", "-rf", str(runtime), check=False)
+        run("rm", "-rf", str(runtime), str(state), check=False)
 
 
 def _log_tail(log: Any) -> str:
@@ -563,6 +587,7 @@ def installed_authd_socket() -> str:
 def test_authd_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
         installed: Debs) -> None:
     run("systemd-analyze", "verify", "--man=no", str(HELPER_UNIT))
+    assert_exposure_at_most(HELPER_UNIT, 3.0)  # root, with only CAP_DAC_READ_SEARCH left
     unit = unit_settings(HELPER_UNIT)
     argv = shlex.split(unit["ExecStart"])
     assert argv[0] == str(HELPER_LAUNCHER) and os.access(HELPER_LAUNCHER, os.X_OK)

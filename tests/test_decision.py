@@ -57,10 +57,15 @@ def test_a_service_name_never_makes_a_login_local(service):
 
 TOKEN = Token(dn="cn=t,ou=tokens,dc=example,dc=edu", secret=b"k" * 20, params=TotpParams(),
               max_failures=10, last_step=0, failures=0, last_failure=None)
-ENROLLED = UserState("alice", "uid=alice,ou=people,dc=example,dc=edu", frozenset(), TOKEN)
-NOT_ENROLLED = UserState("bob", "uid=bob,ou=people,dc=example,dc=edu",
-                         frozenset({"cn=staff,ou=groups,dc=example,dc=edu"}), None)
-DOWN = Unreadable("DirectoryUnavailable: timed out")
+ENROLLED = UserState("alice", "uid=alice,ou=people,dc=example,dc=edu", TOKEN)
+# Memberships as the directory answered them for the groups the policy names.
+NOT_ENROLLED = UserState("bob", "uid=bob,ou=people,dc=example,dc=edu", None,
+                         {"CN=Staff,ou=groups,dc=example,dc=edu": True,
+                          "cn=admins,ou=groups,dc=example,dc=edu": False})
+DOWN = Unreadable("DirectoryUnavailable: timed out", unreachable=True)
+AMBIGUOUS = Unreadable("more than one directory entry matches the user name")
+MALFORMED = Unreadable("entry cn=t,ou=tokens,dc=example,dc=edu: oathSecret must have exactly "
+                       "one value")
 UNKNOWN = Unreadable("no directory entry for the user", user_unknown=True)
 OFF = "203.0.113.9"
 
@@ -109,7 +114,11 @@ NO_SESSION = Source("", via="no tty")
      EXEMPT, "opt-in"),
     (OFF, ENROLLED, policy(enforcement="required"), CODE_REQUIRED, "verification is on"),
     (OFF, DOWN, POLICY, DENIED, "directory error (DirectoryUnavailable: timed out)"),
-    (OFF, DOWN, policy(on_directory_error="allow"), EXEMPT, "on_directory_error = allow"),
+    (OFF, DOWN, policy(on_directory_error="allow"), EXEMPT,
+     "directory unreachable (DirectoryUnavailable: timed out) and on_directory_error = allow"),
+    # "allow" is for an outage only: an ambiguous or malformed entry is always refused.
+    (OFF, AMBIGUOUS, policy(on_directory_error="allow"), DENIED, "more than one"),
+    (OFF, MALFORMED, policy(on_directory_error="allow"), DENIED, "exactly one value"),
     (OFF, UNKNOWN, POLICY, DENIED, "no directory entry for the user"),
     (OFF, UNKNOWN, policy(on_directory_error="allow"), DENIED, "no directory entry"),
 ])
@@ -119,7 +128,8 @@ def test_decision_table(source, state, config, outcome, reason):
     decision = decide(source, state, config)
     assert decision.outcome == outcome
     assert reason in decision.reason
-    assert decision.directory_error == (state is DOWN and outcome == DENIED)
+    assert decision.directory_error == (
+        state in (DOWN, AMBIGUOUS, MALFORMED) and outcome == DENIED)
 
 
 def test_off_campus_without_state_is_a_programming_error():

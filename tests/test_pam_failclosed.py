@@ -10,6 +10,7 @@ exception is forced inside the module's own process, and a module that refuses a
 package does so before it could ask anyone."""
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
@@ -72,7 +73,7 @@ def test_on_directory_error_allow_lets_off_campus_in(pam_both):
     run = pam.run(service, user.uid, OFF_CAMPUS)
     assert run.verdict == SUCCESS and run.prompts == 0
     reason = pam.audit()[0]["reason"]
-    assert reason.startswith(f"off-campus source {OFF_CAMPUS}; directory error (")
+    assert reason.startswith(f"off-campus source {OFF_CAMPUS}; directory unreachable (")
     assert reason.endswith(") and on_directory_error = allow")
 
 
@@ -189,6 +190,61 @@ def test_unreadable_bind_password_file_refuses_off_campus(pam_both):
     assert (campus == authd_pid) == (pam.authd is not None)
 
 
+SPOILED_SECRET_FILES = [  # (id, how to spoil a copy of the service password file, problem)
+    ("readable-by-others", lambda path: path.chmod(0o644),
+     "is readable by others (mode 0644); chmod 0640 or 0600"),
+    ("group-writable", lambda path: path.chmod(0o660),
+     "is writable by its group or others (mode 0660); chmod 0640 or 0600"),
+    ("owned-by-nobody", lambda path: os.chown(path, 65534, 65534),
+     "is owned by uid 65534, not by root or by the user reading it (uid 0)"),
+]
+
+
+@pytest.mark.parametrize("spoil, problem", [s[1:] for s in SPOILED_SECRET_FILES],
+                         ids=[s[0] for s in SPOILED_SECRET_FILES])
+def test_a_bind_password_file_others_could_read_or_change_is_refused(pam, tmp_path, spoil,
+                                                                     problem):
+    """SECURITY.md 17: the password works, but a file that others can read or replace is
+    refused with a configuration error that names it and what is wrong. (In-process by
+    nature: an authd refuses the file too and hands the login back; see
+    test_unreadable_bind_password_file_refuses_off_campus.)"""
+    user = pam.enrolled()
+    copy = tmp_path / "service.secret"
+    copy.write_text(pam.slapd.secret("ldap.secret") + "\n")
+    copy.chmod(0o600)
+    spoil(copy)
+    service = pam.service(config=pam.config(ldap={"bind_password_file": str(copy)}))
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
+    assert run.verdict == AUTH_ERR and run.prompts == 0
+    assert pam.audit()[0]["reason"] == (f"configuration error: ldap.bind_password_file = "
+                                        f"'{copy}': {problem}")
+    assert pam.token(user.token_dn)["last_step"] == 0
+    link = tmp_path / "link.secret"
+    link.symlink_to(copy)
+    service = pam.service(config=pam.config(ldap={"bind_password_file": str(link)}))
+    assert pam.run(service, user.uid, OFF_CAMPUS, [user.code()]).verdict == AUTH_ERR
+    assert pam.audit(2)[1]["reason"].endswith(": is a symbolic link; name the file itself")
+
+
+def test_allow_is_for_an_outage_only_an_ambiguous_or_broken_entry_is_refused(pam_both):
+    """on_directory_error = "allow" lets logins through when no server answers; a user
+    filter that matches two entries, or a malformed token, is refused all the same."""
+    pam = pam_both  # through the authd, then in-process
+    user = pam.enrolled()
+    ambiguous = pam.service(config=pam.config(
+        ldap={"user_filter": "(|(uid={username})(uid=alice))"},
+        policy={"on_directory_error": "allow"}))
+    run = pam.run(ambiguous, user.uid, OFF_CAMPUS)
+    assert run.verdict == UNAVAIL and run.prompts == 0
+    assert pam.audit()[0]["reason"] == (f"off-campus source {OFF_CAMPUS}; directory error "
+                                        "(more than one directory entry matches the user name)")
+    pam.modify(user.token_dn, oathSecret=[b"\x01" * 8])
+    broken = pam.service(config=pam.config(policy={"on_directory_error": "allow"}))
+    run = pam.run(broken, user.uid, OFF_CAMPUS)
+    assert run.verdict == UNAVAIL and run.prompts == 0
+    assert pam.audit(2)[1]["reason"].endswith("oathSecret is shorter than 128 bits)")
+
+
 BAD_OPTIONS = [  # (id, options on the PAM line, the problem the log line names)
     ("unknown", "nodebug", "unknown option nodebug"),
     ("typo-with-value", "tries=3 confg=/etc/x.toml", "unknown option confg=/etc/x.toml"),
@@ -262,7 +318,7 @@ def test_exception_in_the_conversation_is_caught(pam, tmp_path):
         import pam_module.adapter as adapter
 
         class Exploding(adapter.PamConversation):
-            def ask(self, prompt):
+            def ask(self, prompt, digits=0):
                 raise RuntimeError({password!r})
 
         adapter.PamConversation = Exploding

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from pamtest import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CAMPUS_ADDRESS, CODE_PROMPT,
-                     MISMATCH,
-                     OFF_CAMPUS, PYTHON, ROOT, SUCCESS, pam_both, pamtester_args,  # noqa: F401
-                     service_name)
+                     MISMATCH, OFF_CAMPUS, PYTHON, ROOT, SUCCESS, UNAVAIL, pam_both,  # noqa: F401
+                     pamtester_args, service_name)
 from policy import devldap
 from policy.login import LOCKED_MESSAGE, SET_UP_MESSAGE
 from policy.totp import TotpParams
@@ -378,14 +377,27 @@ def test_required_enforcement_refuses_user_without_token(pam):
     assert pam.run(service, uid, "192.0.2.9").verdict == SUCCESS
 
 
-def test_required_group_refuses_its_members_without_token(pam):
+# The group's DN as an admin may write it in the config: the directory compares DNs, so
+# case and the spaces after commas (RFC 4514 section 2 allows neither to matter) do not.
+SPELLINGS = {
+    "as-stored": lambda dn: dn,
+    "case-and-spaces": lambda dn: ", ".join(
+        f"{attr.upper()}={value.title()}" for attr, value in
+        (part.split("=", 1) for part in dn.split(","))),
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_required_group_refuses_its_members_without_token(pam, spelling):
     member, _ = pam.user()
     other, _ = pam.user()
-    group = f"cn=staff-{member},ou=groups,{devldap.BASE_DN}"
+    stored = f"cn=staff-{member},ou=groups,{devldap.BASE_DN}"
     conn = pam.admin()
-    assert conn.add(group, ["groupOfNames"], {"cn": f"staff-{member}",
-                                              "member": [f"uid={member},{devldap.PEOPLE_DN}"]})
+    assert conn.add(stored, ["groupOfNames"], {"cn": f"staff-{member}",
+                                               "member": [f"uid={member},{devldap.PEOPLE_DN}"]})
     conn.unbind()
+    group = SPELLINGS[spelling](stored)
+    assert (group == stored) == (spelling == "as-stored")
     service = pam.service(config=pam.config(policy={"required_groups": [group]}))
     run = pam.run(service, member, OFF_CAMPUS)
     assert run.verdict == AUTH_ERR
@@ -395,6 +407,19 @@ def test_required_group_refuses_its_members_without_token(pam):
     assert reasons == [
         f"off-campus source {OFF_CAMPUS}; no token and member of required group {group}",
         f"off-campus source {OFF_CAMPUS}; no token (2-step verification is off, opt-in)"]
+
+
+def test_a_required_group_that_does_not_exist_fails_closed(pam):
+    """A typo in required_groups must not turn into "member of no required group"."""
+    plain, _ = pam.user()
+    missing = f"cn=no-such-group,ou=groups,{devldap.BASE_DN}"
+    service = pam.service(config=pam.config(policy={"required_groups": [missing]}))
+    run = pam.run(service, plain, OFF_CAMPUS)
+    assert run.verdict == UNAVAIL
+    reason = pam.audit()[0]["reason"]
+    assert reason.startswith(f"off-campus source {OFF_CAMPUS}; directory error (compare "
+                             f"{missing}: noSuchObject")
+    assert pam.run(service, plain, CAMPUS_ADDRESS).verdict == SUCCESS
 
 
 def test_enrolled_user_with_longer_codes(pam):

@@ -91,6 +91,7 @@ def directory_stand_in() -> Iterator[Tripwire]:
 def config(tmp_path: Path, syslog: SyslogListener, directory_stand_in: Tripwire) -> str:
     """A valid config whose "directory" only counts connections and closes them."""
     (tmp_path / "pw").write_text("service-password\n")
+    (tmp_path / "pw").chmod(0o600)
     path = tmp_path / "campus-mfa.toml"
     path.write_text(dump_toml({
         "ldap": {"uris": [directory_stand_in.uri], "base_dn": "dc=example,dc=edu",
@@ -98,7 +99,8 @@ def config(tmp_path: Path, syslog: SyslogListener, directory_stand_in: Tripwire)
                  "token_base": "ou=tokens,dc=example,dc=edu",
                  "role_group": "cn=mfa-users,ou=groups,dc=example,dc=edu",
                  "bind_dn": "cn=campus-mfa,ou=services,dc=example,dc=edu",
-                 "bind_password_file": str(tmp_path / "pw"), "timeout": 1},
+                 "bind_password_file": str(tmp_path / "pw"), "timeout": 1,
+                 "start_tls": False},
         "policy": {"campus_networks": ["192.0.2.0/24", "2001:db8:c0::/48"]},
         "audit": {"syslog_socket": syslog.path}}))
     return str(path)
@@ -274,28 +276,28 @@ def test_only_auth_entry_points_exist():
 
 def test_combined_splits_only_when_asked_and_only_once():
     pamh = FakePamh(authtok="hunter2-pw123456")
-    conversation = mod.CombinedConversation(pamh, silent=False, digits=6)
+    conversation = mod.CombinedConversation(pamh, silent=False)
     assert pamh.authtok == "hunter2-pw123456"  # nothing changes until a code is asked for
-    assert conversation.ask("Verification code: ") == "123456"
+    assert conversation.ask("Verification code: ", 6) == "123456"
     assert pamh.authtok == "hunter2-pw"
-    assert conversation.ask("Verification code: ") is None
+    assert conversation.ask("Verification code: ", 6) is None
     assert pamh.authtok == "hunter2-pw"
     assert pamh.prompts == []
 
 
 def test_combined_asks_for_the_password_when_no_module_did():
     pamh = FakePamh(answers=("pw87654321",))
-    conversation = mod.CombinedConversation(pamh, silent=False, digits=8)
+    conversation = mod.CombinedConversation(pamh, silent=False)
     assert (pamh.prompts, pamh.authtok) == (["Password: "], "pw87654321")
-    assert conversation.ask("Verification code: ") == "87654321"
+    assert conversation.ask("Verification code: ", 8) == "87654321"
     assert pamh.authtok == "pw"
 
 
 def test_combined_without_an_answer_leaves_authtok_unset():
     pamh = FakePamh()
-    conversation = mod.CombinedConversation(pamh, silent=False, digits=6)
+    conversation = mod.CombinedConversation(pamh, silent=False)
     assert pamh.authtok is None
-    assert conversation.ask("Verification code: ") is None
+    assert conversation.ask("Verification code: ", 6) is None
 
 
 def test_combined_campus_login_leaves_authtok_as_typed(config):

@@ -14,6 +14,7 @@ import pytest
 from pamtest import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODULE,
                      OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam_both,  # noqa: F401
                      service_name)
+from policy.totp import TotpParams
 from utmp_support import USER_PROCESS
 
 DOC = ROOT / "README.md"
@@ -55,8 +56,8 @@ def unix_user(pam: PamLab) -> Iterator[Callable[[bool], Enrolled | tuple[str, st
     same password, so that pam_unix can be the first factor."""
     made: list[str] = []
 
-    def make(enrolled: bool = True):
-        user = pam.enrolled() if enrolled else pam.user()
+    def make(enrolled: bool = True, params: TotpParams = TotpParams()):
+        user = pam.enrolled(params) if enrolled else pam.user()
         uid, password = (user.uid, user.password) if enrolled else user
         subprocess.run(["useradd", "-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", uid],
                        check=True, capture_output=True, timeout=30)
@@ -160,6 +161,19 @@ def test_combined_splits_the_code_and_hands_the_password_on(pam, unix_user):
     assert run.stderr == PASSWORD_PROMPT  # one field, one prompt
     assert pam.audit()[0]["reason"] == (f"off-campus source {OFF_CAMPUS}; 2-step "
                                         "verification is on; code accepted")
+
+
+def test_combined_splits_by_the_tokens_own_code_length(pam, unix_user):
+    """totp.digits is for new tokens; an existing token with 8-digit codes (made before a
+    change, or imported) is split by its own length."""
+    user = unix_user(params=TotpParams(digits=8))
+    config = pam.config(totp={"digits": 6})
+    service = install(pam, "# /etc/pam.d/vpn", config)
+    code = user.code()
+    assert len(code) == 8
+    run = pam.run(service, user.uid, OFF_CAMPUS, [user.password + code])
+    assert run.verdict == SUCCESS, run.output
+    assert pam.token(user.token_dn)["last_step"] > 0
 
 
 def test_combined_refuses_a_wrong_code_and_a_wrong_password(pam, unix_user):

@@ -327,6 +327,7 @@ role_group = "{devldap.ROLE_GROUP_DN}"
 bind_dn = "{devldap.SERVICE_DN}"
 bind_password_file = "{ldap.dir}/ldap.secret"
 timeout = {LDAP_TIMEOUT}
+start_tls = false
 
 [policy]
 campus_networks = ["{CAMPUS[0]}", "{CAMPUS[1]}"]

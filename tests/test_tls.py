@@ -26,18 +26,24 @@ def test_start_tls_with_the_right_ca_works(tls_slapd):
         assert directory.read_state("alice").username == "alice"
 
 
+# ldap3 drops the SSL wrapper of a refused StartTLS without closing it (the socket under it
+# is closed by unbind); the ResourceWarning for that object is ldap3's, not a leak of ours.
+LDAP3_DROPS_ITS_TLS_WRAPPER = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@LDAP3_DROPS_ITS_TLS_WRAPPER
 def test_a_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp_path):
     config = load_config(tls_slapd.config_path)
     for ca_file in ("", "/etc/ssl/certs/ca-certificates.crt"):  # system CAs don't know it
         ldap = dataclasses.replace(config.ldap, ca_file=ca_file)
         with Directory(ldap) as directory:
-            with pytest.raises(DirectoryUnavailable):
+            with pytest.raises(DirectoryUnavailable, match=r": StartTLS: .*certificate verify "
+                                                           r"failed"):
                 directory.read_state("alice")
 
 
-# ldap3 drops the SSL wrapper of a refused StartTLS without closing it (the socket under it
-# is closed by unbind); the ResourceWarning for that object is ldap3's, not a leak of ours.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@LDAP3_DROPS_ITS_TLS_WRAPPER
 def test_a_certificate_for_another_name_is_refused(tls_slapd):
     """The certificate names only IP 127.0.0.1; "localhost" reaches the same slapd."""
     config = load_config(tls_slapd.config_path)
@@ -47,3 +53,14 @@ def test_a_certificate_for_another_name_is_refused(tls_slapd):
         with pytest.raises(DirectoryUnavailable, match="doesn't match any name"):
             directory.read_state("bob")
     gc.collect()  # collect ldap3's wrapper here, under this test's filter
+
+
+def test_doctor_says_the_directory_is_reached_with_start_tls(tls_slapd):
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", tls_slapd.config_path,
+                           "doctor"], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ok   {tls_slapd.uri}: StartTLS\n" in done.stdout

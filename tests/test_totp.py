@@ -96,7 +96,10 @@ def test_base32_round_trip_and_errors():
     secret = totp.new_secret()
     typed = totp.grouped(totp.to_base32(secret).lower())
     assert totp.from_base32(typed) == secret
-    for bad in ("", "not base32!", "AAAA", "A" * 2000):
-        with pytest.raises(ValueError):
+    for bad, problem in (("", "must be 1 to 1024 base32 characters"),
+                         ("A" * 2000, "must be 1 to 1024 base32 characters"),
+                         ("not base32!", "is not valid base32"),
+                         ("AAAA", "must be at least 128 bits")):
+        with pytest.raises(ValueError, match=problem):
             totp.from_base32(bad)
     assert totp.grouped("ABCDEFGHIJ") == "ABCD EFGH IJ"

@@ -21,7 +21,7 @@ class Conversation:
         self.code = code
         self.errors: list[str] = []
 
-    def ask(self, prompt: str) -> str:
+    def ask(self, prompt: str, digits: int) -> str:
         return self.code
 
     def error(self, text: str) -> None:

@@ -18,7 +18,8 @@ from policy import devldap
 from policy.directory import Directory
 from policy.totp import to_base32
 from web_support import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
-                         make_app, post_form, shown_secret, start_setup, web_config)
+                         make_app, post_form, session_cookie, shown_secret, start_setup,
+                         stored_session, web_config)
 
 __all__ = ["make_app"]
 
@@ -31,17 +32,10 @@ def text(response) -> str:  # type: ignore[no-untyped-def]
     return response.get_data(as_text=True)
 
 
-def session_cookie(client) -> str:  # type: ignore[no-untyped-def]
-    values = [c.value for c in client.cookie_jar if c.name in ("campus-mfa", "__Host-campus-mfa")]
-    assert len(values) == 1
-    return values[0]
-
-
-def cookie_contents(app, client) -> str:  # type: ignore[no-untyped-def]
-    """The session as anyone holding the cookie can read it (signed, not encrypted)."""
-    raw = session_cookie(client)
-    data = app.session_interface.get_signing_serializer(app).loads(raw)
-    return repr(data)
+def what_the_session_holds(app, client) -> str:  # type: ignore[no-untyped-def]
+    """The cookie (a signed id) and the server-side session it names, as text."""
+    cookie = session_cookie(client)
+    return f"{cookie} {stored_session(app, cookie)!r}"
 
 
 @pytest.mark.parametrize("url", POSTS)
@@ -96,11 +90,13 @@ def test_every_page_has_the_security_headers(alice_client, url):
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
+    # Not no-referrer: over HTTPS Flask-WTF's CSRF check needs a same-origin Referer.
+    assert response.headers["Referrer-Policy"] == "same-origin"
     body = text(response)
     assert "<script" not in body and "<style" not in body and " style=" not in body
 
 
-def test_the_secret_never_reaches_the_cookie(make_app, fresh_user):
+def test_the_secret_never_reaches_the_session(make_app, fresh_user):
     app, cfg = make_app()
     uid, password = fresh_user()
     client = client_at(app, CAMPUS)
@@ -112,12 +108,13 @@ def test_the_secret_never_reaches_the_cookie(make_app, fresh_user):
     secret = shown_secret(client)
     key = to_base32(secret)
     assert key in text(page).replace(" ", "")  # the page does show it
-    pending, pending_raw = cookie_contents(app, client), session_cookie(client)
+    pending = what_the_session_holds(app, client)
     assert "pending_token" in pending  # the DN of the pending entry, nothing more
     code, _ = Codes(secret).next()
     assert post_form(client, "/mfa/confirm", {"code": code}).status_code == 302
-    confirmed, confirmed_raw = cookie_contents(app, client), session_cookie(client)
-    for seen in (pending, pending_raw, confirmed, confirmed_raw):
+    confirmed = what_the_session_holds(app, client)
+    assert "'user': '" in confirmed
+    for seen in (pending, confirmed):
         for form in (key, key.lower(), secret.hex(), base64.b64encode(secret).decode()):
             assert form not in seen
 
@@ -128,10 +125,15 @@ def test_login_starts_a_new_session(make_app):
     with client.session_transaction() as session:
         session["planted"] = "by an attacker"
         session["verified_token"] = "cn=forged,ou=tokens,dc=example,dc=edu"
+    planted = session_cookie(client)
+    assert stored_session(app, planted)["planted"] == "by an attacker"
     login(client, "alice", "alice-pass")
-    contents = cookie_contents(app, client)
+    signed_in = session_cookie(client)
+    contents = repr(stored_session(app, signed_in))
     assert "planted" not in contents and "forged" not in contents
     assert "'user': 'alice'" in contents
+    assert signed_in.split(".")[0] != planted.split(".")[0]  # a new id ...
+    assert stored_session(app, planted) is None  # ... and the old one is gone
 
 
 def test_empty_password_is_refused_before_any_bind(make_app, monkeypatch):

@@ -35,10 +35,50 @@ def web_config(slapd: Any, *, policy: dict | None = None, **web: Any) -> Config:
     return cfg
 
 
+def toml_with(text: str, changes: dict[str, dict[str, str]]) -> str:
+    """A config file's text with some keys set (values as TOML literals), each at the top
+    of its section (a line that set it before is dropped; a missing section is added)."""
+    pending = {section: dict(keys) for section, keys in changes.items()}
+    out: list[str] = []
+    section = None
+    for line in text.splitlines():
+        header = re.fullmatch(r"\[(\w+)\]", line.strip())
+        if header:
+            section = header.group(1)
+            out.append(line)
+            out += [f"{key} = {value}" for key, value in pending.pop(section, {}).items()]
+            continue
+        key = line.split("=", 1)[0].strip()
+        if "=" in line and key in changes.get(section or "", {}):
+            continue  # set at the section's top
+        out.append(line)
+    for section, keys in pending.items():
+        out += [f"[{section}]"] + [f"{key} = {value}" for key, value in keys.items()]
+    return "\n".join(out) + "\n"
+
+
 def client_at(app: Flask, address: str) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     return client
+
+
+def session_cookie(client: FlaskClient) -> str:
+    """The value of the client's one session cookie: a session id and its signature."""
+    values = [c.value for c in client.cookie_jar if c.name in ("campus-mfa", "__Host-campus-mfa")]
+    assert len(values) == 1, values
+    return values[0]
+
+
+def session_id(app: Flask, cookie: str) -> str:
+    return app.session_interface._get_signer(app).unsign(cookie).decode()  # type: ignore
+
+
+def stored_session(app: Flask, cookie: str) -> dict | None:
+    """What the server's store holds for the session the cookie names (None: nothing)."""
+    from enroll_web.sessions import KEY_PREFIX
+
+    return app.session_interface.store.get(KEY_PREFIX + session_id(app, cookie))  # type: ignore
 
 
 def csrf_token(html: str) -> str:
@@ -60,7 +100,7 @@ def login(client: FlaskClient, username: str, password: str) -> Any:
 
 def read_state(cfg: Config, username: str) -> UserState:
     with Directory(cfg.ldap) as directory:
-        return directory.read_state(username)
+        return directory.read_state(username, (cfg.ldap.role_group,))
 
 
 class Codes:

@@ -1,0 +1,122 @@
+"""Server-side sessions: the cookie holds only a signed random id and the session itself
+lives in a store on the server, so ending a session (log out, a change of the user's MFA
+state) ends it for every copy of the cookie.
+
+Built on Flask-Session 0.3.2 (Debian 12) and cachelib: Flask-Session's session class and
+its signer of session ids, cachelib's stores. Its store interfaces are not used as they are,
+because in 0.3.2 they read ``app.session_cookie_name`` (deprecated in Flask 2.2, gone in
+2.3), set the cookie without SameSite, store a session for every request that has none (the
+``_permanent`` flag), reuse an id the store does not know, and keep the id across
+``session.clear()``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+from cachelib.base import BaseCache
+from cachelib.file import FileSystemCache
+from flask import Flask, Request, Response, current_app, session
+from flask_session.sessions import FileSystemSession
+from flask_session.sessions import SessionInterface as FlaskSessionInterface
+from itsdangerous import BadSignature
+
+from policy.config import ConfigError, WebConfig
+
+KEY_PREFIX = "session:"
+# cachelib's file store prunes itself once it holds more entries than this: the expired
+# ones first, then the ones closest to expiry, i.e. signed-in users would be logged out
+# without a word. Its default, 500, is reached by 500 visits of the login page (each holds
+# a CSRF token) within one session lifetime; 0 (no limit) would never delete an expired
+# file. 50,000 stays clear of what one university's users keep open within
+# web.session_lifetime, bounds the directory (about 200 MB), and keeps the rare clean-up
+# pass that drops the expired files affordable.
+SESSION_FILE_THRESHOLD = 50_000
+
+
+class SessionStoreError(RuntimeError):
+    """The store did not keep a session (a full disk, a broken store)."""
+
+
+def session_store(web: WebConfig) -> BaseCache:
+    """Where sessions live: a directory of files (web.session_dir), mode 0700, for one host.
+    A shared store (memcached, redis) for several hosts would be chosen here."""
+    path = web.session_dir
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w", encoding="ascii"):
+            pass
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"web.session_dir = {path!r}: cannot write there: "
+                          f"{err.strerror}") from None
+    return FileSystemCache(path, threshold=SESSION_FILE_THRESHOLD, mode=0o600)
+
+
+class ServerSession(FileSystemSession):
+    """A session held in the store; ``sid`` is its key there. ``fresh``: its id was made
+    in this request (nothing in the store to compare with yet)."""
+
+    fresh = False
+
+
+class ServerSessionInterface(FlaskSessionInterface):
+    """Every session is permanent: it lasts PERMANENT_SESSION_LIFETIME after the last
+    request (the cookie's expiry and the store's timeout are both renewed per request)."""
+
+    def __init__(self, store: BaseCache) -> None:
+        self.store = store
+
+    def _new(self) -> ServerSession:
+        new = ServerSession(sid=secrets.token_urlsafe(32))
+        new.fresh = True
+        return new
+
+    def open_session(self, app: Flask, request: Request) -> ServerSession:
+        signed = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
+        if signed:
+            try:
+                sid = self._get_signer(app).unsign(signed).decode("ascii")
+            except (BadSignature, UnicodeDecodeError):
+                return self._new()
+            data = self.store.get(KEY_PREFIX + sid)
+            if isinstance(data, dict):
+                return ServerSession(data, sid=sid)
+        return self._new()  # an id the store does not know is never taken over
+
+    def save_session(self, app: Flask, session: ServerSession,  # type: ignore[override]
+                     response: Response) -> None:
+        name = app.config["SESSION_COOKIE_NAME"]
+        cookie = {"domain": self.get_cookie_domain(app), "path": self.get_cookie_path(app),
+                  "secure": self.get_cookie_secure(app), "httponly": self.get_cookie_httponly(app),
+                  "samesite": self.get_cookie_samesite(app)}
+        response.vary.add("Cookie")
+        if not session:
+            if session.modified:  # emptied in this request: forget it everywhere
+                self.store.delete(KEY_PREFIX + session.sid)
+                response.delete_cookie(name, **cookie)
+            return
+        key = KEY_PREFIX + session.sid
+        if not session.fresh and not self.store.has(key):
+            return  # ended by another request meanwhile (log out): do not bring it back
+        lifetime = int(app.permanent_session_lifetime.total_seconds())
+        if not self.store.set(key, dict(session), timeout=lifetime):
+            raise SessionStoreError("the session store did not keep the session")
+        signed = self._get_signer(app).sign(session.sid.encode("ascii")).decode("ascii")
+        response.set_cookie(name, signed, expires=time.time() + lifetime, **cookie)
+
+    def renew(self, session: ServerSession) -> None:
+        """Empty ``session`` and give it a new id; the entry under the old id is deleted."""
+        self.store.delete(KEY_PREFIX + session.sid)
+        session.clear()
+        session.sid = secrets.token_urlsafe(32)
+        session.fresh = True
+
+
+def renew_session() -> None:
+    """Start over with an empty session under a new id, deleting the old one from the
+    store: at log in (no fixation), log out and when a session is ended, so that a copy of
+    the old cookie opens nothing any more."""
+    current_app.session_interface.renew(session)  # type: ignore[attr-defined]

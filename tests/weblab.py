@@ -1,0 +1,497 @@
+"""A small web lab for tests that drive a site the way it is deployed: Debian's nginx with
+TLS from a throwaway CA in a server network namespace, and clients (chromium, or plain
+http.client) in a campus and an off-campus namespace.
+
+    campus client ns             server ns (nginx, :80 and :443)        off-campus client ns
+    192.0.2.2/24        <-veth-> 192.0.2.1/24     198.51.100.1/24 <-veth-> 198.51.100.2/24
+
+Nothing is added to the root namespace: the backends (gunicorn on a unix socket, slapd on
+root loopback) stay there, and a unix socket path reaches across namespaces. Names carry the
+PID of the test process (``cmw<PID>...``), so parallel runs never collide and
+``remove_stale`` can clean up after a run that was killed.
+
+A thread enters a namespace with ``entered(netns)``; everything it starts there (chromedriver,
+chromium, curl) and every socket it opens stays in that namespace. Selenium opens its HTTP
+connections to chromedriver lazily, so every call on a driver made inside ``entered`` must
+be made inside the same namespace (keep the whole browser session in the with-block).
+``Screens`` clicks through pages as a person does and screenshots each one.
+"""
+from __future__ import annotations
+
+import ctypes
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PID = os.getpid()
+PREFIX = f"cmw{PID}"
+STALE = re.compile(r"^cmw(\d+)")
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+SERVER_CAMPUS, CLIENT_CAMPUS = "192.0.2.1", "192.0.2.2"
+SERVER_OFF, CLIENT_OFF = "198.51.100.1", "198.51.100.2"
+CAMPUS_NETWORK = "192.0.2.0/24"
+NGINX = "/usr/sbin/nginx"
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync", "--disable-quic", "--no-proxy-server",
+                  "--disable-dev-shm-usage", "--window-size=1200,1000")
+
+
+def run(*args: str, input: str | None = None, timeout: float = 30) -> str:
+    """Run a command; fail with its output if it fails."""
+    done = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): "
+                           f"{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale() -> None:
+    """What a killed earlier run left behind, found by its dead PID: the processes still
+    running in its namespaces (nginx, chromium) or started on its work directories (a
+    backend such as gunicorn), the namespaces and the work directories."""
+    work = re.compile(re.escape(tempfile.gettempdir()) + r"/cmw(\d+)-")
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        match = work.search(cmdline)
+        if proc.name.isdigit() and match and not _alive(int(match.group(1))):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for name in run("ip", "netns", "list").split():
+        match = STALE.match(name)
+        if match and not _alive(int(match.group(1))):
+            for pid in run("ip", "netns", "pids", name).split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+    for path in Path(tempfile.gettempdir()).glob("cmw*-*"):
+        match = STALE.match(path.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def work_dir(tag: str) -> Path:
+    """A directory under /tmp (not pytest's 0700 tree: nginx's workers run as www-data and
+    must reach their temp paths and the backend's socket), named for remove_stale."""
+    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{tag}-"))
+    path.chmod(0o755)
+    return path
+
+
+# -- namespaces -----------------------------------------------------------------------------
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), f"setns {what}")
+
+
+@contextmanager
+def entered(netns: str) -> Iterator[None]:
+    """Run the with-block with the calling thread in ``netns``, then switch it back.
+    Processes started and sockets opened inside stay in ``netns`` for their whole life."""
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        try:
+            _setns(target, netns)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(saved, "back to the namespace the thread came from")
+    finally:
+        os.close(saved)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The three namespaces; ``clients`` maps "campus" / "off" to a namespace name."""
+
+    server: str
+    clients: dict[str, str]
+    server_address: dict[str, str] = field(default_factory=lambda: {
+        "campus": SERVER_CAMPUS, "off": SERVER_OFF})
+    client_address: dict[str, str] = field(default_factory=lambda: {
+        "campus": CLIENT_CAMPUS, "off": CLIENT_OFF})
+
+
+@contextmanager
+def lab(tag: str = "") -> Iterator[Lab]:
+    """The namespaces and veth pairs of the picture above; removed afterwards. ``tag`` (one
+    character) tells two labs of one test process apart."""
+    remove_stale()
+    base = f"{PREFIX}{tag}"
+    names = {"server": f"{base}s", "campus": f"{base}c", "off": f"{base}o"}
+    made: list[str] = []
+    try:
+        for name in names.values():
+            run("ip", "netns", "add", name)
+            made.append(name)
+            run("ip", "-n", name, "link", "set", "lo", "up")
+        server = names["server"]
+        for side, prefix in (("campus", "192.0.2"), ("off", "198.51.100")):
+            client = names[side]
+            here, there = f"{base}{side[0]}0", f"{base}{side[0]}1"
+            run("ip", "link", "add", here, "netns", server, "type", "veth",
+                "peer", "name", there, "netns", client)
+            for ns, dev, host in ((server, here, "1"), (client, there, "2")):
+                run("ip", "-n", ns, "addr", "add", f"{prefix}.{host}/24", "dev", dev)
+                run("ip", "-n", ns, "link", "set", dev, "up")
+        yield Lab(server=server, clients={"campus": names["campus"], "off": names["off"]})
+    finally:
+        for name in reversed(made):
+            for pid in run("ip", "netns", "pids", name).split():
+                try:  # a leftover of a failed test, never one of ours that ended cleanly
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path      # the throwaway CA's certificate (clients trust it)
+    cert: Path    # the server's certificate for ``host``, signed by the CA
+    key: Path
+    host: str
+
+
+def make_tls(directory: Path, host: str) -> Tls:
+    """A throwaway CA and a server certificate for ``host`` (P-256, valid two days)."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / f"{host}.pem", directory / f"{host}.key", directory / "host.csr"
+    ext = directory / "host.ext"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=campus-mfa test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
+    ext.write_text(f"subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return Tls(ca=ca, cert=cert, key=key, host=host)
+
+
+# -- nginx ----------------------------------------------------------------------------------
+
+def substitute(text: str, table: list[tuple[str, str, int]], what: str) -> str:
+    """Replace each ``old`` of the table by ``new``; ``old`` must occur exactly ``count``
+    times, so an edit of the original that a test relies on fails the test loudly instead
+    of slipping past it."""
+    for old, new, count in table:
+        found = text.count(old)
+        assert found == count, f"{what}: expected {old!r} {count} time(s), found {found}"
+        text = text.replace(old, new)
+    return text
+
+
+NGINX_MAIN = """\
+# Written by tests/weblab.py: a private nginx, run in the foreground by the test.
+daemon off;
+master_process on;
+user www-data www-data;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 128; }}
+http {{
+	include /etc/nginx/mime.types;
+	default_type application/octet-stream;
+	access_log {prefix}/access.log;
+	client_body_temp_path {prefix}/temp/body;
+	proxy_temp_path {prefix}/temp/proxy;
+	fastcgi_temp_path {prefix}/temp/fastcgi;
+	uwsgi_temp_path {prefix}/temp/uwsgi;
+	scgi_temp_path {prefix}/temp/scgi;
+	include {prefix}/site.conf;
+}}
+"""
+
+
+class Nginx:
+    """Debian's nginx, foreground, in the lab's server namespace, with its own prefix,
+    pid, logs and temp paths; the workers run as www-data as they do on Debian."""
+
+    def __init__(self, lab: Lab, prefix: Path, site: str) -> None:
+        self.lab = lab
+        self.prefix = prefix
+        (prefix / "temp").mkdir(parents=True, exist_ok=True)
+        (prefix / "site.conf").write_text(site)
+        (prefix / "nginx.conf").write_text(NGINX_MAIN.format(prefix=prefix))
+        self.log = open(prefix / "nginx.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.server, NGINX, "-p", f"{prefix}/",
+             "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf")],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            with entered(self.lab.server):
+                try:
+                    socket.create_connection((SERVER_CAMPUS, 443), timeout=1).close()
+                    return
+                except OSError:
+                    pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nginx did not start:\n{self.errors()}")
+            time.sleep(0.05)
+
+    def errors(self) -> str:
+        out = [p.read_text(errors="replace") for p in (self.prefix / "nginx.out",
+                                                         self.prefix / "error.log")
+               if p.exists()]
+        return "\n".join(out)[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # graceful: finishes open requests
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# -- clients --------------------------------------------------------------------------------
+
+@contextmanager
+def chromium(resolve: dict[str, str], ca: Path | None, artifacts: Path | None = None
+             ) -> Iterator[Any]:
+    """A headless chromium driven by selenium; use (and leave) it inside ``entered``.
+    ``resolve`` maps host names to addresses (chromium's host resolver rules, so no DNS is
+    asked); ``ca`` is put in a fresh NSS database of the browser's own HOME, so the site's
+    certificate is verified as a user's browser would verify it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    home = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-chromium-"))
+    try:
+        if ca is not None:
+            nssdb = home / ".pki" / "nssdb"
+            nssdb.mkdir(parents=True)
+            run("certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password")
+            run("certutil", "-A", "-d", f"sql:{nssdb}", "-t", "C,,", "-n", "campus-mfa test CA",
+                "-i", str(ca))
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        rules = ", ".join(f"MAP {host} {address}" for host, address in resolve.items())
+        for flag in CHROMIUM_FLAGS + (f"--user-data-dir={home / 'profile'}",):
+            options.add_argument(flag)
+        if rules:
+            options.add_argument(f"--host-resolver-rules={rules}")
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver", env=env),
+                                  options=options)
+        try:
+            driver.set_page_load_timeout(20)
+            yield driver
+        finally:
+            driver.quit()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("Location", "")
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to ``address`` with SNI and certificate checks for ``host``."""
+
+    def __init__(self, host: str, address: str, port: int, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, context=context, timeout=15)
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), self.timeout)
+        context: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = context.wrap_socket(raw, server_hostname=self.host)
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    def __init__(self, host: str, address: str, port: int) -> None:
+        super().__init__(host, port, timeout=15)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class Client:
+    """http.client from inside a client namespace to the lab's server, with a cookie jar of
+    its own (name -> value; enough for one site's session cookie). Every request is made
+    with the thread inside the namespace, on a fresh connection."""
+
+    def __init__(self, netns: str, host: str, address: str, ca: Path) -> None:
+        self.netns, self.host, self.address = netns, host, address
+        self.context = ssl.create_default_context(cafile=str(ca))
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, *, body: bytes | None = None,
+                headers: dict[str, str] | None = None, https: bool = True) -> Reply:
+        sent = dict(headers or {})
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        with entered(self.netns):
+            conn: http.client.HTTPConnection = (
+                _PinnedHTTPS(self.host, self.address, 443, self.context) if https
+                else _PinnedHTTP(self.host, self.address, 80))
+            try:
+                conn.request(method, path, body=body, headers=sent)
+                response = conn.getresponse()
+                reply = Reply(response.status, response.headers,
+                              response.read().decode("utf-8", "replace"))
+            finally:
+                conn.close()
+        for header in reply.headers.get_all("Set-Cookie") or []:
+            pair = header.split(";", 1)[0]
+            name, _, value = pair.partition("=")
+            expired = "max-age=0" in header.lower() or "expires=thu, 01 jan 1970" in header.lower()
+            if expired:
+                self.cookies.pop(name.strip(), None)
+            else:
+                self.cookies[name.strip()] = value.strip()
+        return reply
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return self.request("GET", path, **kwargs)
+
+    def post_form(self, path: str, fields: dict[str, str], *, page: str | None = None,
+                  headers: dict[str, str] | None = None, referer: bool = True) -> Reply:
+        """POST ``fields`` with the CSRF token of ``page`` (default ``path``), and the
+        Referer a browser sends under ``Referrer-Policy: same-origin``."""
+        from urllib.parse import urlencode
+
+        html = self.get(page or path, headers=headers).body
+        found = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html)
+        assert found, f"no CSRF token on {page or path}"
+        sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        if referer:
+            sent["Referer"] = f"https://{self.host}{page or path}"
+        return self.request("POST", path, body=urlencode(
+            {**fields, "csrf_token": found.group(1)}).encode(), headers=sent)
+
+
+class Screens:
+    """What a person does on the pages: click and wait for the next page, read the
+    heading, take a screenshot of each screen."""
+
+    def __init__(self, driver: Any, artifacts: Path, prefix: str = "") -> None:
+        self.driver = driver
+        self.artifacts = artifacts
+        self.prefix = prefix
+        artifacts.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.artifacts / f"{self.prefix}{name}.png"
+
+    def shot(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.path(name)))
+
+    def heading(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.TAG_NAME, "h1").text
+
+    def loads_a_page(self, click: Any) -> None:
+        """Click, then wait until the old page is gone: a click returns before the next
+        page has loaded, and reading the old page's elements would race with it."""
+        from selenium.common.exceptions import (StaleElementReferenceException,
+                                                WebDriverException)
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old_page = self.driver.find_element(By.TAG_NAME, "html")
+        click()
+
+        def old_page_gone(_: Any) -> bool:
+            # Mid-navigation chromium reports the old node either as stale or as "Node
+            # with given id does not belong to the document"; both mean it is gone.
+            try:
+                old_page.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as err:
+                if "does not belong to the document" in (err.msg or ""):
+                    return True
+                raise
+            return False
+
+        WebDriverWait(self.driver, 15).until(old_page_gone)
+
+    def click_button(self, value: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(
+            By.CSS_SELECTOR, f"input[type=submit][value='{value}'], "
+                             f"button[type=submit][value='{value}']").click)
+
+    def click_text_button(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(
+            By.XPATH, f"//button[normalize-space()='{text}']").click)
+
+    def click_link(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.loads_a_page(self.driver.find_element(By.LINK_TEXT, text).click)
+
+    def log_in(self, uid: str, password: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.NAME, "username").send_keys(uid)
+        self.driver.find_element(By.NAME, "password").send_keys(password)
+        self.click_button("Log in")
