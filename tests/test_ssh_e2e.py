@@ -983,8 +983,8 @@ def test_7_sudo_asks_the_callers_code_off_campus_and_not_on_campus(h: Harness,
                        codes=(earlier_code(user), user.wrong_code(), user.wrong_code()))
     assert refused_sudo.prompts == ["password", "code", "password", "code", "code"], \
         explain(h, refused_sudo)
-    # sudo calls PAM with PAM_SILENT (its default pam_silent), so the module's messages are
-    # not shown; sudo says it in its own words.
+    # sudo authenticates with PAM_SILENT, so the module's messages are not shown; sudo says
+    # it in its own words.
     assert MISMATCH_MESSAGE not in refused_sudo.output, explain(h, refused_sudo)
     assert "sudo: 1 incorrect password attempt" in refused_sudo.output, explain(h, refused_sudo)
     assert refused_sudo.status == 1 and not refused_sudo.said("root"), explain(h, refused_sudo)
