@@ -59,6 +59,7 @@ from policy import devldap
 from policy.config import load_config
 from policy.directory import Directory
 from policy.login import MISMATCH_MESSAGE, SET_UP_MESSAGE, UNAVAILABLE_MESSAGE
+from policy.session import USER_PROCESS, read_utmp
 from policy.totp import TotpParams, new_secret, to_base32
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -620,7 +621,7 @@ Answer = str | Callable[[], str]   # a callable is asked when its prompt appears
 
 def ssh(h: Harness, where: str, family: str, user: User, *, codes: tuple[Answer, ...] = (),
         methods: str = "keyboard-interactive", verbose: bool = False,
-        port: int = PORT, command: str = "echo ok", passwords: tuple[str, ...] = (),
+        port: int = PORT, command: str = "echo ok", passwords: tuple[Answer, ...] = (),
         tty: bool = False) -> Login:
     """ssh from the ``where`` client namespace to the server's ``family`` address, run
     ``command`` (with a pty if ``tty``: ``ssh -tt``) and answer the prompts of the login and
@@ -655,10 +656,10 @@ def ssh(h: Harness, where: str, family: str, user: User, *, codes: tuple[Answer,
                 break
             prompts.append(("password", "code")[i])
             if i == 0:
-                child.sendline(typed.pop(0) if typed else user.password)
+                answer = typed.pop(0) if typed else user.password
             else:
                 answer = pending.pop(0) if pending else ""
-                child.sendline(answer() if callable(answer) else answer)
+            child.sendline(answer() if callable(answer) else answer)
         seconds = time.monotonic() - start
     finally:
         child.close(force=True)
@@ -1014,13 +1015,9 @@ import pexpect
 victim, host = sys.argv[1], sys.argv[2]
 child = pexpect.spawn("su", ["-", victim, "-c", "echo su-ok"], encoding="utf-8", timeout=20)
 added = ctypes.CDLL("libutempter.so.0").utempter_add_record(child.child_fd, host.encode())
-sys.path.insert(0, {root!r})
-from policy.session import read_utmp
 libc = ctypes.CDLL(None)
 libc.ptsname.restype = ctypes.c_char_p
-line = libc.ptsname(child.child_fd).decode()
-mine = [r for r in read_utmp() if r.pid == os.getpid() and r.type == 7]
-print("FORGED", added, line, [(r.line, r.host) for r in mine], flush=True)
+print("FORGED", added, os.getpid(), libc.ptsname(child.child_fd).decode(), flush=True)
 child.expect("Password: ")
 child.sendline(input("Password: "))
 asked = child.expect(["Verification code: ", "su-ok"])
@@ -1037,16 +1034,24 @@ def test_7_a_users_own_utmp_record_changes_nothing(h: Harness, make_user, host: 
     is not tied to a root process, so su on that pty is off campus."""
     caller, victim = make_user(), make_user()
     script = h.dir / "forge.py"
-    script.write_text(FORGE.format(root=str(ROOT)))
+    script.write_text(FORGE)
+    records: list = []
+
+    def password_once_the_record_is_there() -> str:  # asked while su waits for it
+        records.extend(read_utmp())
+        return victim.password
+
     login = ssh(h, "off", "v4", caller, command=f"python3 {script} {victim.name} '{host}'",
-                passwords=(caller.password, victim.password), codes=(earlier_code(caller),))
-    forged = re.search(r"^FORGED 1 /dev/(pts/\d+) \[\('(pts/\d+)', '([^']*)'\)\]\r?$",
-                       login.output, re.M)
-    assert forged and forged[1] == forged[2] and forged[3] == host, explain(h, login)
+                passwords=(caller.password, password_once_the_record_is_there),
+                codes=(earlier_code(caller),))
+    forged = re.search(r"^FORGED 1 (\d+) /dev/(pts/\d+)\r?$", login.output, re.M)
+    assert forged, explain(h, login)
+    assert [(r.line, r.host) for r in records if r.pid == int(forged[1])
+            and r.type == USER_PROCESS] == [(forged[2], host)], records
     assert login.said("RESULT code asked"), explain(h, login)
     audit = one_audit(h, victim, service="su-l")
     assert (audit["outcome"], audit["source"]) == ("failure", "none")
-    assert audit["reason"] == (f"off-campus source none (no utmp record of {forged[1]} tied "
+    assert audit["reason"] == (f"off-campus source none (no utmp record of {forged[2]} tied "
                                "to the caller); 2-step verification is on; no code entered")
 
 
