@@ -30,7 +30,8 @@ the key-only variant (the key replaces the password, PAM adds only the code).
 su's and sudo's PAM service names are fixed, so the first sshd runs in a private mount
 namespace (``unshare --mount --propagation private`` inside ``ip netns exec``) where test
 versions of /etc/pam.d/su, su-l, sudo and /etc/sudoers are bind-mounted: only that sshd's
-sessions see them; the host's files are never changed. sshd writes its utmp records (the
+sessions see them; the host's files are never changed. Both sshd write their wtmp, btmp
+and lastlog records to empty copies bind-mounted the same way. sshd writes its utmp records (the
 client address of each session with a pty) only if /var/run/utmp exists: the ``utmp``
 fixture creates it if this machine has none.
 """
@@ -500,7 +501,15 @@ def harness(net: Net, slapd: devldap.DevLdap, authd: AuthdProcess, utmp: str) ->
         if not os.path.isdir("/run/sshd"):  # the privilege separation directory
             os.mkdir("/run/sshd", 0o755)
             made_run_sshd = True
-        binds = {}
+        # The host's login records stay out of it: sshd writes its logins to wtmp and
+        # lastlog, failed ones to btmp, here to empty copies (utmp itself is the real one:
+        # the authd, outside this namespace, reads it).
+        logs = {}
+        for log in ("wtmp", "btmp", "lastlog"):
+            if os.path.exists(f"/var/log/{log}"):
+                logs[f"/var/log/{log}"] = work / f"log-{log}"
+                logs[f"/var/log/{log}"].write_bytes(b"")
+        binds = dict(logs)
         for service in ("su", "su-l", "sudo"):
             binds[f"/etc/pam.d/{service}"] = work / f"pam.d-{service}"
             h.write_pam(binds[f"/etc/pam.d/{service}"], SU_SUDO_PAM)
@@ -508,7 +517,7 @@ def harness(net: Net, slapd: devldap.DevLdap, authd: AuthdProcess, utmp: str) ->
         binds["/etc/sudoers"].write_text(SUDOERS)
         os.chmod(binds["/etc/sudoers"], 0o440)
         start_sshd(h, SERVICE, SSHD_CONFIG, PAM_SERVICE, binds)
-        start_sshd(h, KEYS_SERVICE, KEYS_SSHD_CONFIG, KEYS_PAM_SERVICE)
+        start_sshd(h, KEYS_SERVICE, KEYS_SSHD_CONFIG, KEYS_PAM_SERVICE, logs)
         yield h
     finally:
         for proc in h.procs if h is not None else ():
