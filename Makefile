@@ -10,8 +10,10 @@ RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode pytho
 # What the demo adds: a throwaway directory and a PAM client.
 DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
 # What the test suite adds.
+# sudo and libutempter0: su and sudo inside the e2e sessions, and a user's own utmp record.
 TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
-	openssh-server openssh-client python3-pexpect iproute2 nginx openssl libnss3-tools
+	openssh-server openssh-client python3-pexpect iproute2 nginx openssl libnss3-tools \
+	sudo libutempter0
 
 DEMO_PORT ?= 8080
 

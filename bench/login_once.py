@@ -48,7 +48,7 @@ def authenticate_via_authd(socket: str, config_path: str, user: str, rhost: str,
     from pam_module.adapter import Options, ask_authd
 
     outcome = ask_authd(Options(config=config_path, authd=socket), user, "bench",
-                        rhost, Scripted(code))
+                        rhost, None, Scripted(code))
     if outcome is None:
         raise SystemExit(f"no authd answered at {socket}")
     return outcome

@@ -3,6 +3,9 @@ conversation and, in ``combined`` mode, PAM_AUTHTOK) go in; one call to
 policy.login.login() decides, prompts, verifies and writes the audit line; its outcome
 comes back as a PAM code. That call runs in the resident authd (policy/authd.py) when
 its socket answers, with this module relaying the conversation, and here otherwise.
+PAM_TTY goes along: a login without PAM_RHOST takes the source of the session on that
+terminal (policy/session.py), tied to the calling process: this one here, the peer of
+the socket in the authd.
 Options (README.md's PAM stack section): config=PATH, tries=N, combined, debug,
 syslog_socket=PATH, authd=PATH|off.
 
@@ -123,13 +126,14 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
     user, service, rhost = "", "", None
     try:
         user, service, rhost = pamh.get_user(None) or "", pamh.service or "", pamh.rhost
+        tty = pamh.tty
         if options.problem:
             return refuse(conversation, sink, user, service, rhost,
                           f"module option: {options.problem}")
         if options.combined:
             conversation = CombinedConversation(pamh, silent=silent)
         if options.authd != "off" and not options.debug:  # debug: every step here, logged
-            outcome = ask_authd(options, user, service, rhost, conversation)
+            outcome = ask_authd(options, user, service, rhost, tty, conversation)
             if outcome is not None:
                 return pam_code(pamh, outcome)
         from policy.audit import quote
@@ -141,7 +145,8 @@ def pam_sm_authenticate(pamh, flags: int, argv: list[str]) -> int:
         debug(options, sink, f"{options}; user={quote(user)} service={quote(service)} "
                              f"rhost={quote(rhost)}")
         result = login(config, user, rhost, service, conversation,
-                       tries=1 if options.combined else options.tries)
+                       tries=1 if options.combined else options.tries, tty=tty,
+                       pid=os.getpid())
         code = pam_code(pamh, result.outcome)
         debug(options, sink, f"outcome {result.outcome}: PAM code {code}")
         return code
@@ -175,7 +180,7 @@ def pam_code(pamh, outcome: str) -> int:
 
 
 def ask_authd(options: Options, user: str, service: str, rhost: str | None,
-              conversation: PamConversation) -> str | None:
+              tty: str | None, conversation: PamConversation) -> str | None:
     """Let the resident authd (policy/authd.py, which documents the protocol) run the
     login, relaying its prompts and messages. None: no authd answered before anything
     reached the user, so this module does the work itself. AuthdFailed: the authd broke
@@ -197,8 +202,9 @@ def ask_authd(options: Options, user: str, service: str, rhost: str | None,
             return None  # no authd here (or not for this process): work alone
         # MSG_NOSIGNAL: an authd that died must not kill the host process with SIGPIPE
         # (pam_python leaves the host's signal handling alone, and its default is to die).
-        sock.sendall(pack("login", options.config, user, service, rhost, str(options.tries),
-                          "1" if options.combined else "0"), _socket.MSG_NOSIGNAL)
+        sock.sendall(pack("login", options.config, user, service, rhost, tty,
+                          str(options.tries), "1" if options.combined else "0"),
+                     _socket.MSG_NOSIGNAL)
         if unpack(sock.recv) != ["ack"]:
             return None
         sock.settimeout(AUTHD_TIMEOUT)

@@ -6,7 +6,7 @@ nslcd/sssd pattern) keeps the parsed configuration and the imports, and runs the
 policy.login.login() for the module, which only relays its PAM conversation. Frames
 (policy/wire.py), first field the kind:
 
-    module -> authd   login CONFIG USER SERVICE RHOST|None TRIES COMBINED(0|1)
+    module -> authd   login CONFIG USER SERVICE RHOST|None TTY|None TRIES COMBINED(0|1)
     authd -> module   ack                     at once: the request is taken (or the module,
                                               after a few seconds, works alone)
                       ask PROMPT DIGITS       the module answers: answer TEXT|None
@@ -16,6 +16,9 @@ policy.login.login() for the module, which only relays its PAM conversation. Fra
 
 The socket is root's alone (mode 0600 in a root-owned directory) and the authd also
 checks that the peer runs as root: it answers only the PAM stacks of root processes.
+A login without RHOST takes the source of the session on TTY that the calling process was
+started from (policy/session.py); the calling process is the socket's peer
+(SO_PEERCRED), never a pid the request names.
 ``retry`` comes only before anything reached the user (the configuration cannot be read),
 so the module can start over on its own and meet the same error itself. A module that
 cannot reach the authd works alone, only slower.
@@ -72,14 +75,14 @@ class Configs:
         return config
 
 
-def parse_request(fields: list) -> tuple[str, str, str, str | None, int, bool]:
+def parse_request(fields: list) -> tuple[str, str, str, str | None, str | None, int, bool]:
     """The request's fields, each of the right type, or ProtocolError."""
-    if len(fields) != 7 or fields[0] != "login" or None in fields[1:4] + fields[5:]:
+    if len(fields) != 8 or fields[0] != "login" or None in fields[1:4] + fields[6:]:
         raise ProtocolError("malformed request")
-    _, config, user, service, rhost, tries, combined = fields
+    _, config, user, service, rhost, tty, tries, combined = fields
     if not (os.path.isabs(config) and tries in TRIES and combined in ("0", "1")):
         raise ProtocolError("malformed request")
-    return config, user, service, rhost, int(tries), combined == "1"
+    return config, user, service, rhost, tty, int(tries), combined == "1"
 
 
 class Relay:
@@ -99,9 +102,11 @@ class Relay:
         self.handler.send("error", text)
 
 
-def peer_uid(sock: socket.socket) -> int:
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end, as the kernel saw it connect."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -111,11 +116,12 @@ class Handler(socketserver.StreamRequestHandler):
         self.wfile.write(pack(*fields))
 
     def handle(self) -> None:
-        if peer_uid(self.request) != 0:
+        pid, uid = peer_credentials(self.request)
+        if uid != 0:
             return  # not a root process: no answer at all
         self.request.settimeout(IDLE_SECONDS)
         try:
-            path, user, service, rhost, tries, combined = parse_request(
+            path, user, service, rhost, tty, tries, combined = parse_request(
                 unpack(self.rfile.read))
             self.send("ack")  # before any work: a request the module gave up on fails here
             try:
@@ -124,7 +130,7 @@ class Handler(socketserver.StreamRequestHandler):
                 self.send("retry", "configuration error")  # the module meets it itself
                 return
             result = login(config, user, rhost, service, Relay(self),
-                           tries=1 if combined else tries)
+                           tries=1 if combined else tries, tty=tty, pid=pid)
             self.send("outcome", result.outcome)
         except (ProtocolError, WireError, OSError):
             return  # the module fails closed (or works alone if nothing was relayed yet)

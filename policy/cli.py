@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", cmd_check, "what a login of USER from ADDRESS would meet "
                     "(the PAM module's own decision, directory included)")
     check.add_argument("--from", dest="address", required=True, metavar="ADDRESS",
-                       help="the source address as PAM_RHOST would carry it ('' for none)")
-    check.add_argument("--service", default="sshd", help="PAM service name (default sshd)")
+                       help="the source address as PAM_RHOST would carry it ('' for none: "
+                            "a login whose session is unknown, off campus)")
+    check.add_argument("--service", default="sshd",
+                       help="PAM service name (default sshd); it does not change the decision")
     command("status", cmd_status, "show USER's role, 2-step verification and failures")
     command("grant-role", cmd_grant_role, "give USER the Multifactor Authentication role")
     command("revoke-role", cmd_revoke_role, "take the role away (the token stays)")

@@ -46,7 +46,6 @@ class PolicyConfig:
     enforcement: str = "opt-in"
     required_groups: tuple[str, ...] = ()
     on_directory_error: str = "deny"
-    local_services: tuple[str, ...] = ("login", "su", "su-l", "sudo", "sudo-i")
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,14 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
+
+# Keys that are gone: a file that still sets one is told what took its place.
+_REMOVED = {
+    "policy.local_services": "is no longer supported: a login without a source address "
+                             "(su, sudo, a console) now takes the source of the session it "
+                             "was started from, and a service name never makes a login "
+                             "local (README.md, \"su and sudo\"); delete the key",
+}
 
 _SECTIONS = {
     "ldap": LdapConfig,
@@ -134,7 +141,9 @@ def _section(path: str, name: str, cls: type, raw: Any) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{path}: unknown key {name}.{unknown[0]}")
+        key = f"{name}.{unknown[0]}"
+        raise ConfigError(f"{path}: {key} {_REMOVED[key]}" if key in _REMOVED
+                          else f"{path}: unknown key {key}")
     values = {}
     for key, spec in known.items():
         if key not in raw:

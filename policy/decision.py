@@ -26,10 +26,10 @@ class Decision:
 def decide_by_source(source: Source, policy: PolicyConfig) -> Decision | None:
     """EXEMPT for a local or campus source; None when the user's state is needed."""
     if source.local:
-        return Decision(EXEMPT, "local login without a source address")
+        return Decision(EXEMPT, f"local login{source.origin}")
     network = campus_network_of(source, policy.campus_networks)
     if network is not None:
-        return Decision(EXEMPT, f"campus source {source} matched {network}")
+        return Decision(EXEMPT, f"campus source {source}{source.origin} matched {network}")
     return None
 
 
@@ -39,7 +39,7 @@ def decide(source: Source, state: UserState | Unreadable | None,
     by_source = decide_by_source(source, policy)
     if by_source is not None:
         return by_source
-    where = f"off-campus source {source}"
+    where = f"off-campus source {source}{source.origin}"
     if state is None:
         raise ValueError("an off-campus decision needs the user's state")
     if isinstance(state, Unreadable):

@@ -49,11 +49,17 @@ class LoginResult:
     reason: str
 
 
-def evaluate(config: Config, username: str, rhost: str | None,
-             service: str) -> tuple[Evaluation, object]:
+def evaluate(config: Config, username: str, rhost: str | None, service: str, *,
+             tty: str | None = None, pid: int | None = None) -> tuple[Evaluation, object]:
     """The decision for this login, reading the directory only if the source needs it.
+    Without PAM_RHOST the source is that of the session process ``pid`` (the PAM caller)
+    on ``tty`` (PAM_TTY) was started from (policy/session.py).
     Returns the evaluation and the open directory (or None) for a code check to reuse."""
-    source = normalize_source(rhost, service, config.policy.local_services)
+    source = normalize_source(rhost)
+    if not rhost:
+        from .session import session_source  # only then: utmp and /proc are read
+
+        source = session_source(tty, pid)
     by_source = decide_by_source(source, config.policy)
     if by_source is not None:
         return Evaluation(source, by_source, None), None
@@ -75,10 +81,12 @@ def evaluate(config: Config, username: str, rhost: str | None,
 
 def login(config: Config, username: str, rhost: str | None, service: str,
           conversation: Conversation, *, tries: int = 3, code: str | None = None,
-          clock: Callable[[], float] = time.time) -> LoginResult:
+          clock: Callable[[], float] = time.time, tty: str | None = None,
+          pid: int | None = None) -> LoginResult:
     """Decide, ask for and check the code if needed, write the audit line, and say how it
-    ended. ``code``, if given (password+code in one field), is the only attempt."""
-    evaluation, directory = evaluate(config, username, rhost, service)
+    ended. ``code``, if given (password+code in one field), is the only attempt.
+    ``tty`` and ``pid``: PAM_TTY and the calling process, for a login without PAM_RHOST."""
+    evaluation, directory = evaluate(config, username, rhost, service, tty=tty, pid=pid)
     try:
         result = _finish(config, evaluation, directory, conversation, tries, code, clock)
     finally:

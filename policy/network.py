@@ -16,30 +16,37 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 @dataclass(frozen=True)
 class Source:
-    """A login's source: the address if PAM_RHOST was an IP literal, else why not."""
+    """A login's source: the address if it is an IP literal, else why not."""
 
-    rhost: str                     # exactly as PAM gave it (for the audit line, repr-quoted)
+    rhost: str                     # as given: PAM_RHOST, or the session's remote host
     address: Address | None = None
-    local: bool = False            # no PAM_RHOST, and the service is declared local
+    local: bool = False            # a session with no remote host: a console
+    via: str = ""                  # for a login without PAM_RHOST: where the source came from
 
     def __str__(self) -> str:
         if self.address is not None:
             return str(self.address)
-        if not self.rhost:
-            return "local" if self.local else "none"
-        return repr(self.rhost)
+        if self.rhost:
+            return repr(self.rhost)
+        return "local" if self.local else "none"
+
+    @property
+    def origin(self) -> str:
+        """`` (via)`` for the audit reason, or nothing when PAM_RHOST was the source."""
+        return f" ({self.via})" if self.via else ""
 
 
-def normalize_source(rhost: str | None, service: str, local_services: tuple[str, ...]) -> Source:
-    """Turn PAM_RHOST into a Source.
+def normalize_source(rhost: str | None, *_legacy: object) -> Source:
+    """Turn PAM_RHOST (or a client address) into a Source.
 
-    An empty PAM_RHOST is local only for services named in ``local_services`` (console
-    login, su, sudo); any other service without a source address -- a web application that
-    forgot to set PAM_RHOST -- is treated as off campus.
+    An empty one is an unknown source here, off campus. A PAM login without PAM_RHOST
+    takes the source of the session it was started from instead (policy/session.py); a
+    service name never makes a login local. (``_legacy``: the service name and local
+    services that callers used to pass; ignored.)
     """
     rhost = rhost or ""
     if rhost == "":
-        return Source(rhost, local=service in local_services)
+        return Source(rhost)
     return Source(rhost, address=parse_address(rhost))
 
 

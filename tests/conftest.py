@@ -8,6 +8,7 @@ import pytest
 
 from pamtest import AuthdProcess
 from policy import devldap
+from utmp_support import utmp_file
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,6 +45,13 @@ def authd() -> Iterator[AuthdProcess]:
         yield handle
     finally:
         assert handle.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def utmp() -> Iterator[str]:
+    """/var/run/utmp, created for the session if the machine has none (then removed)."""
+    with utmp_file() as path:
+        yield path
 
 
 @pytest.fixture

@@ -24,17 +24,20 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ldap3
+import pexpect
 import pytest
 
 from policy import devldap
 from policy.config import load_config
 from policy.directory import Directory
 from policy.totp import TotpParams, code_at_step, new_secret, to_base32
+from utmp_support import LOGIN_PROCESS, record
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
@@ -406,6 +409,40 @@ class PamLab:
         self.outputs.append(result.output)
         return result
 
+    def run_on_tty(self, service: str, user: str, answers: list[str] = (), *,
+                   host: str | None = None, kind: int = LOGIN_PROCESS,
+                   record_pid: int | None = None, age: float = 0) -> PamRun:
+        """pamtester without PAM_RHOST in a pty of its own, with PAM_TTY set to that pty
+        (``-I tty=``), as ``login`` on a console. With ``host`` (``""``: none), the pty gets
+        a utmp record before PAM starts: by default a LOGIN_PROCESS record carrying
+        pamtester's own pid, as agetty writes one for the login it becomes; ``record_pid``
+        names another process, ``age`` backdates the record. Answers go to the prompts in
+        turn, then end of input; the whole output is in ``stderr`` (a pty has one stream)."""
+        self.secret_values.update(a for a in answers if a)
+        command = f'read go && exec pamtester -I tty="$(tty)" {service} {user} authenticate'
+        started = time.monotonic()
+        child = pexpect.spawn("sh", ["-c", command], env=clean_env(), encoding="utf-8",
+                              timeout=30, echo=False)
+        try:
+            tty = os.readlink(f"/proc/{child.pid}/fd/0")  # sh waits at `read`
+            with (record(kind, record_pid or child.pid, tty, host, age=age)
+                  if host is not None else _nothing()):
+                child.sendline("")  # now sh becomes pamtester, with the same pid
+                pending, output = list(answers), ""
+                while child.expect([r"[Pp]assword: ", CODE_PROMPT, pexpect.EOF]) != 2:
+                    output += child.before + child.after
+                    if pending:
+                        child.sendline(pending.pop(0))
+                    else:
+                        child.sendeof()  # end of input, as run() gives once answers run out
+                output += child.before
+        finally:
+            child.close(force=True)
+        result = PamRun(child.exitstatus if child.exitstatus is not None else -1, "",
+                        output.replace("\r\n", "\n"), time.monotonic() - started)
+        self.outputs.append(result.output)
+        return result
+
     def audit(self, count: int = 1) -> list[dict[str, str]]:
         """The audit lines so far (waiting for ``count``), parsed."""
         self.syslog.wait_for(count)
@@ -436,6 +473,11 @@ class PamLab:
                 continue
             leaks = [text for text in texts if value in text]
             assert leaks == [], f"a secret value reached output: {leaks}"
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,

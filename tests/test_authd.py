@@ -21,6 +21,7 @@ from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, O
                      PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, AuthdProcess, PamLab,
                      pam, pamtester_args)  # noqa: F401
 from policy.wire import MAX_FRAME, WireError, pack, unpack
+from utmp_support import LOGIN_PROCESS, record
 
 NOBODY = 65534
 
@@ -79,7 +80,7 @@ def reader(data: bytes):
 
 
 @pytest.mark.parametrize("fields", [
-    ("login", "/etc/x.toml", "alice", "sshd", None, "3", "0"),
+    ("login", "/etc/x.toml", "alice", "sshd", None, "/dev/pts/3", "3", "0"),
     ("answer", None), ("answer", ""), ("error", "line one\nline two"),
     ("ask", "Verification code: ", "6"), ("x", "ünïcödé ✓", "\udcff surrogate-escaped byte")])
 def test_frames_carry_text_and_none_unchanged(fields):
@@ -119,7 +120,7 @@ def test_socket_is_roots_alone_and_a_non_root_peer_gets_no_answer(authd, pam):
     os.chmod(authd.dir, 0o711)
     os.chmod(authd.path, 0o666)
     try:
-        request = pack("login", pam.config(), "nobody", "sshd", CAMPUS_ADDRESS, "3", "0")
+        request = pack("login", pam.config(), "nobody", "sshd", CAMPUS_ADDRESS, None, "3", "0")
         script = textwrap.dedent(f"""\
             import os, socket, sys
             os.setgid({NOBODY}); os.setuid({NOBODY})
@@ -323,7 +324,7 @@ def test_an_exception_in_a_login_is_reported_by_type_and_place_only(pam, monkeyp
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        request = pack("login", pam.config(), "alice", "sshd", CAMPUS_ADDRESS, "3", "0")
+        request = pack("login", pam.config(), "alice", "sshd", CAMPUS_ADDRESS, None, "3", "0")
         assert exchange(server.path, request) == pack("ack")  # then it hung up
     finally:
         server.shutdown()
@@ -344,15 +345,17 @@ HOSTILE = [
     (MAX_FRAME + 1).to_bytes(4, "big"),
     b"\x00\x00\x00\x10",                                    # a length, then nothing
     pack("login"),
-    pack("login", "/etc/x.toml", "u", "sshd", None, "3"),   # a field short
-    pack("login", "/etc/x.toml", "u", "sshd", None, "3", "0", "extra"),
-    pack("login", "relative.toml", "u", "sshd", None, "3", "0"),
-    pack("login", "/etc/x.toml", "u", "sshd", None, "0", "0"),
-    pack("login", "/etc/x.toml", "u", "sshd", None, "11", "0"),
-    pack("login", "/etc/x.toml", "u", "sshd", None, "\u0663", "0"),
-    pack("login", "/etc/x.toml", "u", "sshd", None, "3", "yes"),
-    pack("login", None, "u", "sshd", None, "3", "0"),
-    pack("login", "/etc/x.toml", None, "sshd", None, "3", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "3"),   # a field short
+    pack("login", "/etc/x.toml", "u", "sshd", None, "3", "0"),    # the format without TTY
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "3", "0", "extra"),
+    pack("login", "relative.toml", "u", "sshd", None, None, "3", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "0", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "11", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "\u0663", "0"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, "3", "yes"),
+    pack("login", "/etc/x.toml", "u", "sshd", None, None, None, "0"),
+    pack("login", None, "u", "sshd", None, None, "3", "0"),
+    pack("login", "/etc/x.toml", None, "sshd", None, None, "3", "0"),
     pack("outcome", "success"),
     pack("answer", "123456"),
 ]
@@ -375,7 +378,7 @@ def test_hostile_frames_get_no_answer_and_the_authd_keeps_serving(pam, authd):
 
 def test_a_wrong_reply_to_a_prompt_ends_the_login_without_a_verdict(pam, authd):
     user = pam.enrolled()
-    request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, "3", "0")
+    request = pack("login", pam.config(), user.uid, "sshd", OFF_CAMPUS, None, "3", "0")
     answer = exchange(authd.path, request + pack("outcome", "success"))
     assert answer == pack("ack") + pack("ask", CODE_PROMPT, "6")  # asked, then hung up on
     wait_until_idle(authd)  # the login has ended in the authd
@@ -423,3 +426,30 @@ def test_logins_left_at_the_prompt_hold_no_directory_connection(pam, authd):
     assert len(lines) == 101
     assert sorted(line["outcome"] for line in lines) == ["failure"] * 100 + ["success"]
     assert sum(line["reason"].endswith("; no code entered") for line in lines) == 100
+
+
+# -- a login without RHOST: the session of the peer ------------------------------------------
+
+def test_a_login_without_rhost_takes_the_session_of_the_peer(pam, authd, utmp):
+    """The authd ties the terminal's utmp record to the process at the other end of the
+    socket (SO_PEERCRED): here this test, which writes a console record for its own pid
+    and one for a root process that is not its ancestor. The request names no pid."""
+    user = pam.enrolled()
+    config = pam.config()
+    stranger = subprocess.Popen(["sleep", "60"])
+    own, other = f"cmfa{os.getpid()}a", f"cmfa{os.getpid()}b"  # terminal names (ut_line)
+    try:
+        with record(LOGIN_PROCESS, os.getpid(), own), record(LOGIN_PROCESS, stranger.pid, other):
+            local = exchange(authd.path, pack("login", config, user.uid, "su", "", own, "3", "0"))
+            foreign = exchange(authd.path,
+                               pack("login", config, user.uid, "su", None, other, "3", "0"))
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert local == pack("ack") + pack("outcome", "success")
+    assert foreign == pack("ack") + pack("ask", CODE_PROMPT, "6")  # then hung up on
+    lines = pam.audit()
+    assert pid_of(pam.syslog.lines[0]) == authd.pid
+    assert lines[0] == {"user": user.uid, "service": "su", "source": "local",
+                        "outcome": "success",
+                        "reason": f"local login (utmp record of {own}: no remote host)"}

@@ -28,7 +28,6 @@ campus_networks = ["192.0.2.0/24", "2001:db8:c0::/48"]
 enforcement = "opt-in"
 required_groups = []
 on_directory_error = "deny"
-local_services = ["login", "su", "su-l", "sudo", "sudo-i"]
 
 [totp]
 issuer = "Example University"
@@ -114,6 +113,22 @@ def test_bad_values_name_file_and_key(tmp_path, old, new, message):
     with pytest.raises(ConfigError, match=message) as raised:
         load_config(path)
     assert str(raised.value).startswith(path + ":")
+
+
+def test_local_services_is_gone_and_the_error_says_what_replaced_it(tmp_path):
+    """A file written for the old rule (an empty PAM_RHOST of these services was exempt)
+    must not load quietly with the rule silently changed, nor with a bare "unknown key"."""
+    path = write(tmp_path, GOOD.replace(
+        'on_directory_error = "deny"\n',
+        'on_directory_error = "deny"\nlocal_services = ["login", "su", "su-l", "sudo"]\n'))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}: policy.local_services is no longer supported: a login without a source "
+        "address (su, sudo, a console) now takes the source of the session it was started "
+        "from, and a service name never makes a login local (README.md, \"su and sudo\"); "
+        "delete the key")
+    assert "local_services" not in SHIPPED.read_text()
 
 
 def test_missing_section_missing_file_and_bad_syntax(tmp_path):

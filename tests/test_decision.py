@@ -1,46 +1,58 @@
-"""Source normalisation and the decision, as tables (SECURITY.md 12-16)."""
+"""Source normalisation and the decision, as tables (SECURITY.md 12-16). Where a login
+without PAM_RHOST comes from (its session) is tests/test_session.py's; here such a source
+is given."""
 import ipaddress
 
 import pytest
 
 from policy.config import PolicyConfig
 from policy.decision import CODE_REQUIRED, DENIED, EXEMPT, decide, decide_by_source
-from policy.network import normalize_source
+from policy.network import Source, normalize_source
 from policy.state import Token, Unreadable, UserState
 from policy.totp import TotpParams
 
 POLICY = PolicyConfig(campus_networks=("192.0.2.0/24", "2001:db8:c0::/48"))
-LOCAL = POLICY.local_services
 
 
-@pytest.mark.parametrize("rhost,service,address,local", [
-    ("192.0.2.7", "sshd", "192.0.2.7", False),
-    ("2001:db8:c0::7", "sshd", "2001:db8:c0::7", False),
-    ("::ffff:192.0.2.7", "sshd", "192.0.2.7", False),          # mapped -> IPv4
-    ("::FFFF:198.51.100.7", "sshd", "198.51.100.7", False),
-    ("2001:db8:c0::7%eth0", "sshd", "2001:db8:c0::7", False),   # zone id stripped
-    ("fe80::1%2", "sshd", "fe80::1", False),
-    ("campus-gw.example.edu", "sshd", None, False),            # hostname: never resolved
-    ("UNKNOWN", "sshd", None, False),
-    ("192.0.2.007", "sshd", None, False),                      # leading zeros
-    ("0300.0.2.7", "sshd", None, False),
-    ("192.0.2.7 ", "sshd", None, False),                       # trailing space
-    (" 192.0.2.7", "sshd", None, False),
-    ("192.0.2", "sshd", None, False),
-    ("192.0.2.7%eth0", "sshd", None, False),
-    ("192.0.2.7/24", "sshd", None, False),
-    ("\x00192.0.2.7", "sshd", None, False),
-    ("x" * 5000, "sshd", None, False),
-    ("", "login", None, True),                                 # empty: local service
-    (None, "sudo", None, True),
-    ("", "sshd", None, False),                                 # empty: not a local service
-    ("", "nextcloud", None, False),
+@pytest.mark.parametrize("rhost,address", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("2001:db8:c0::7", "2001:db8:c0::7"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),          # mapped -> IPv4
+    ("::FFFF:198.51.100.7", "198.51.100.7"),
+    ("2001:db8:c0::7%eth0", "2001:db8:c0::7"),   # zone id stripped
+    ("fe80::1%2", "fe80::1"),
+    ("campus-gw.example.edu", None),            # hostname: never resolved
+    ("UNKNOWN", None),
+    ("192.0.2.007", None),                      # leading zeros
+    ("0300.0.2.7", None),
+    ("192.0.2.7 ", None),                       # trailing space
+    (" 192.0.2.7", None),
+    ("192.0.2", None),
+    ("192.0.2.7%eth0", None),
+    ("192.0.2.7/24", None),
+    ("\x00192.0.2.7", None),
+    ("x" * 5000, None),
+    ("", None),                                 # empty: unknown, whatever the service
+    (None, None),
 ])
-def test_normalize_source(rhost, service, address, local):
-    source = normalize_source(rhost, service, LOCAL)
+def test_normalize_source(rhost, address):
+    source = normalize_source(rhost)
     expected = ipaddress.ip_address(address) if address else None
     assert source.address == expected
-    assert source.local is local
+    assert source.local is False  # only a session (policy/session.py) can make a login local
+    assert source.via == ""
+
+
+@pytest.mark.parametrize("service", ["login", "su", "su-l", "sudo", "sudo-i", "sshd"])
+def test_a_service_name_never_makes_a_login_local(service):
+    """What ``policy.local_services`` used to do: an empty PAM_RHOST of these services was
+    exempt. Now the service name changes nothing (the web site still passes it)."""
+    for rhost in ("", None):
+        source = normalize_source(rhost, service, ("login", "su", "su-l", "sudo", "sudo-i"))
+        assert (source.local, source.address, str(source)) == (False, None, "none")
+        decision = decide(source, ENROLLED, POLICY)
+        assert (decision.outcome, decision.reason) == (
+            CODE_REQUIRED, "off-campus source none; 2-step verification is on")
 
 
 TOKEN = Token(dn="cn=t,ou=tokens,dc=example,dc=edu", secret=b"k" * 20, params=TotpParams(),
@@ -62,36 +74,58 @@ def policy(**changes):
     return PolicyConfig(**{**POLICY.__dict__, **changes})
 
 
-@pytest.mark.parametrize("rhost,service,state,config,outcome,reason", [
+# Sources of logins without PAM_RHOST, as policy/session.py makes them.
+CONSOLE = Source("", local=True, via="utmp record of tty1: no remote host")
+SESSION_CAMPUS = Source("192.0.2.2", ipaddress.ip_address("192.0.2.2"),
+                        via="utmp record of pts/3")
+SESSION_OFF = Source("198.51.100.2", ipaddress.ip_address("198.51.100.2"),
+                     via="logind session 7")
+NO_SESSION = Source("", via="no tty")
+
+
+@pytest.mark.parametrize("source,state,config,outcome,reason", [
     # source decides: the state is never consulted (None would raise otherwise)
-    ("192.0.2.7", "sshd", None, POLICY, EXEMPT, "campus source 192.0.2.7 matched 192.0.2.0/24"),
-    ("::ffff:192.0.2.7", "sshd", None, POLICY, EXEMPT, "matched 192.0.2.0/24"),
-    ("2001:db8:c0:1::5", "sshd", None, POLICY, EXEMPT, "matched 2001:db8:c0::/48"),
-    ("", "su", None, POLICY, EXEMPT, "local login"),
+    ("192.0.2.7", None, POLICY, EXEMPT, "campus source 192.0.2.7 matched 192.0.2.0/24"),
+    ("::ffff:192.0.2.7", None, POLICY, EXEMPT, "campus source 192.0.2.7 matched 192.0.2.0/24"),
+    ("2001:db8:c0:1::5", None, POLICY, EXEMPT,
+     "campus source 2001:db8:c0:1::5 matched 2001:db8:c0::/48"),
+    (CONSOLE, None, POLICY, EXEMPT, "local login (utmp record of tty1: no remote host)"),
+    (SESSION_CAMPUS, None, POLICY, EXEMPT,
+     "campus source 192.0.2.2 (utmp record of pts/3) matched 192.0.2.0/24"),
     # off campus
-    (OFF, "sshd", ENROLLED, POLICY, CODE_REQUIRED, "2-step verification is on"),
-    ("::ffff:203.0.113.9", "sshd", ENROLLED, POLICY, CODE_REQUIRED, "off-campus source 203.0.113.9"),
-    ("", "sshd", ENROLLED, POLICY, CODE_REQUIRED, "off-campus source none"),
-    ("gw.example.edu", "sshd", ENROLLED, POLICY, CODE_REQUIRED, "'gw.example.edu'"),
-    (OFF, "sshd", NOT_ENROLLED, POLICY, EXEMPT, "no token (2-step verification is off, opt-in)"),
-    (OFF, "sshd", NOT_ENROLLED, policy(enforcement="required"), DENIED,
+    (OFF, ENROLLED, POLICY, CODE_REQUIRED, "off-campus source 203.0.113.9; 2-step verification is on"),
+    ("::ffff:203.0.113.9", ENROLLED, POLICY, CODE_REQUIRED,
+     "off-campus source 203.0.113.9; 2-step verification is on"),
+    ("", ENROLLED, POLICY, CODE_REQUIRED, "off-campus source none; 2-step verification is on"),
+    (SESSION_OFF, ENROLLED, POLICY, CODE_REQUIRED,
+     "off-campus source 198.51.100.2 (logind session 7); 2-step verification is on"),
+    (NO_SESSION, ENROLLED, POLICY, CODE_REQUIRED,
+     "off-campus source none (no tty); 2-step verification is on"),
+    (NO_SESSION, NOT_ENROLLED, POLICY, EXEMPT,
+     "off-campus source none (no tty); no token (2-step verification is off, opt-in)"),
+    ("gw.example.edu", ENROLLED, POLICY, CODE_REQUIRED,
+     "off-campus source 'gw.example.edu'; 2-step verification is on"),
+    (OFF, NOT_ENROLLED, POLICY, EXEMPT, "no token (2-step verification is off, opt-in)"),
+    (OFF, NOT_ENROLLED, policy(enforcement="required"), DENIED,
      "no token and enforcement = required"),
-    (OFF, "sshd", NOT_ENROLLED, policy(required_groups=("CN=Staff,ou=groups,dc=example,dc=edu",)),
+    (OFF, NOT_ENROLLED, policy(required_groups=("CN=Staff,ou=groups,dc=example,dc=edu",)),
      DENIED, "member of required group"),
-    (OFF, "sshd", NOT_ENROLLED, policy(required_groups=("cn=admins,ou=groups,dc=example,dc=edu",)),
+    (OFF, NOT_ENROLLED, policy(required_groups=("cn=admins,ou=groups,dc=example,dc=edu",)),
      EXEMPT, "opt-in"),
-    (OFF, "sshd", ENROLLED, policy(enforcement="required"), CODE_REQUIRED, "verification is on"),
-    (OFF, "sshd", DOWN, POLICY, DENIED, "directory error (DirectoryUnavailable: timed out)"),
-    (OFF, "sshd", DOWN, policy(on_directory_error="allow"), EXEMPT,
+    (OFF, ENROLLED, policy(enforcement="required"), CODE_REQUIRED, "verification is on"),
+    (OFF, DOWN, POLICY, DENIED, "directory error (DirectoryUnavailable: timed out)"),
+    (OFF, DOWN, policy(on_directory_error="allow"), EXEMPT,
      "directory unreachable (DirectoryUnavailable: timed out) and on_directory_error = allow"),
     # "allow" is for an outage only: an ambiguous or malformed entry is always refused.
-    (OFF, "sshd", AMBIGUOUS, policy(on_directory_error="allow"), DENIED, "more than one"),
-    (OFF, "sshd", MALFORMED, policy(on_directory_error="allow"), DENIED, "exactly one value"),
-    (OFF, "sshd", UNKNOWN, POLICY, DENIED, "no directory entry for the user"),
-    (OFF, "sshd", UNKNOWN, policy(on_directory_error="allow"), DENIED, "no directory entry"),
+    (OFF, AMBIGUOUS, policy(on_directory_error="allow"), DENIED, "more than one"),
+    (OFF, MALFORMED, policy(on_directory_error="allow"), DENIED, "exactly one value"),
+    (OFF, UNKNOWN, POLICY, DENIED, "no directory entry for the user"),
+    (OFF, UNKNOWN, policy(on_directory_error="allow"), DENIED, "no directory entry"),
 ])
-def test_decision_table(rhost, service, state, config, outcome, reason):
-    decision = decide(normalize_source(rhost, service, LOCAL), state, config)
+def test_decision_table(source, state, config, outcome, reason):
+    if not isinstance(source, Source):
+        source = normalize_source(source)
+    decision = decide(source, state, config)
     assert decision.outcome == outcome
     assert reason in decision.reason
     assert decision.directory_error == (
@@ -99,7 +133,7 @@ def test_decision_table(rhost, service, state, config, outcome, reason):
 
 
 def test_off_campus_without_state_is_a_programming_error():
-    source = normalize_source(OFF, "sshd", LOCAL)
+    source = normalize_source(OFF)
     assert decide_by_source(source, POLICY) is None
-    with pytest.raises(ValueError, match="needs the user's state"):
+    with pytest.raises(ValueError, match="an off-campus decision needs the user's state"):
         decide(source, None, POLICY)

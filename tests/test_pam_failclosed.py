@@ -1,9 +1,17 @@
 """Failing closed through real libpam + pam_python.so: directory outages and malformed
 entries, bad configuration and options, exceptions, hostile user names and a hostile
-environment (issue 3, points 6, 7, 9, 12)."""
+environment (issue 3, points 6, 7, 9, 12).
+
+What the authd decides as installed runs twice (``pam_both``): through the session's running
+campus-mfa-authd, every audit line then carrying the authd's pid (PamLab checks it), and
+in-process (``authd=off``), the fallback. The rest is in-process by nature, and says why:
+a bad option or a configuration the authd cannot use is met by the module itself, an
+exception is forced inside the module's own process, and a module that refuses a planted
+package does so before it could ask anyone."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import textwrap
@@ -12,14 +20,19 @@ from pathlib import Path
 import pytest
 
 from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CODE_PROMPT, MODULE, OFF_CAMPUS, PYTHON, ROOT,
-                     SUCCESS, UNAVAIL, UNAVAILABLE_MESSAGE, clean_env, dump_toml,
-                     pam)  # noqa: F401
+                     SUCCESS, UNAVAIL, UNAVAILABLE_MESSAGE, PamLab, clean_env, dump_toml,
+                     pam, pam_both)  # noqa: F401
 from policy import devldap
+
+
+def pid_of(line: str) -> int:
+    return int(re.match(r"<\d+>campus-mfa\[(\d+)\]", line)[1])
 
 
 # -- 6. the directory cannot answer ------------------------------------------------------
 
-def test_directory_down_refuses_off_campus_fast_and_campus_still_passes(pam):
+def test_directory_down_refuses_off_campus_fast_and_campus_still_passes(pam_both):
+    pam = pam_both  # through the authd, then in-process
     user = pam.enrolled()
     closed = devldap.free_port()  # nothing listens there
     service = pam.service(config=pam.config(ldap_uri=f"ldap://127.0.0.1:{closed}",
@@ -35,7 +48,8 @@ def test_directory_down_refuses_off_campus_fast_and_campus_still_passes(pam):
     assert campus.verdict == SUCCESS and campus.prompts == 0
 
 
-def test_directory_that_never_answers_times_out(pam):
+def test_directory_that_never_answers_times_out(pam_both):
+    pam = pam_both  # through the authd, then in-process
     user = pam.enrolled()
     wire = pam.tripwire(hang=True)
     service = pam.service(config=pam.config(ldap_uri=wire.uri, ldap={"timeout": 1}))
@@ -50,7 +64,8 @@ def test_directory_that_never_answers_times_out(pam):
     assert wire.connections == tried  # the campus login did not even connect
 
 
-def test_on_directory_error_allow_lets_off_campus_in(pam):
+def test_on_directory_error_allow_lets_off_campus_in(pam_both):
+    pam = pam_both  # through the authd, then in-process
     user = pam.enrolled()
     closed = devldap.free_port()
     service = pam.service(config=pam.config(ldap_uri=f"ldap://127.0.0.1:{closed}",
@@ -99,7 +114,8 @@ MALFORMED = [  # (id, what the rootdn does to the token, a phrase of the logged 
 
 @pytest.mark.parametrize("corrupt, phrase", [m[1:] for m in MALFORMED],
                          ids=[m[0] for m in MALFORMED])
-def test_malformed_token_entry_is_refused_and_logged(pam, corrupt, phrase):
+def test_malformed_token_entry_is_refused_and_logged(pam_both, corrupt, phrase):
+    pam = pam_both  # through the authd, then in-process
     user = pam.enrolled()
     code = user.code()
     corrupt(pam, user)
@@ -132,6 +148,8 @@ BAD_CONFIGS = [  # (id, how to spoil a good config text, the problem the log lin
 @pytest.mark.parametrize("spoil, problem", [b[1:] for b in BAD_CONFIGS],
                          ids=[b[0] for b in BAD_CONFIGS])
 def test_bad_config_fails_every_login_closed_with_a_log_line(pam, spoil, problem):
+    """In-process by nature: an authd cannot use the file either and hands the login back
+    (``retry``), so the module meets the error itself (test_authd.py proves the hand-back)."""
     user = pam.enrolled()
     good = Path(pam.config())
     bad = good.with_name("spoiled.toml")
@@ -151,7 +169,13 @@ def test_bad_config_fails_every_login_closed_with_a_log_line(pam, spoil, problem
     assert pam.token(user.token_dn)["last_step"] == 0
 
 
-def test_unreadable_bind_password_file_refuses_off_campus(pam):
+def test_unreadable_bind_password_file_refuses_off_campus(pam_both):
+    """Through the authd, the off-campus login fails there before anything reached the
+    user; the authd hangs up and the module does the login itself and meets the same error,
+    so that line carries the login process's pid. The campus login needs no password file
+    and is the authd's."""
+    pam = pam_both
+    pam.in_process_lines = True  # checked here instead
     user = pam.enrolled()
     service = pam.service(config=pam.config(ldap={"bind_password_file": "/nonexistent/pw"}))
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
@@ -160,6 +184,10 @@ def test_unreadable_bind_password_file_refuses_off_campus(pam):
                                         "'/nonexistent/pw': cannot read: No such file or "
                                         "directory")
     assert pam.run(service, user.uid, CAMPUS_ADDRESS).verdict == SUCCESS
+    off, campus = (pid_of(line) for line in pam.syslog.wait_for(2))
+    authd_pid = pam.authd.pid if pam.authd else pam.idle_authd_pid
+    assert off != authd_pid
+    assert (campus == authd_pid) == (pam.authd is not None)
 
 
 SPOILED_SECRET_FILES = [  # (id, how to spoil a copy of the service password file, problem)
@@ -177,7 +205,9 @@ SPOILED_SECRET_FILES = [  # (id, how to spoil a copy of the service password fil
 def test_a_bind_password_file_others_could_read_or_change_is_refused(pam, tmp_path, spoil,
                                                                      problem):
     """SECURITY.md 17: the password works, but a file that others can read or replace is
-    refused with a configuration error that names it and what is wrong."""
+    refused with a configuration error that names it and what is wrong. (In-process by
+    nature: an authd refuses the file too and hands the login back; see
+    test_unreadable_bind_password_file_refuses_off_campus.)"""
     user = pam.enrolled()
     copy = tmp_path / "service.secret"
     copy.write_text(pam.slapd.secret("ldap.secret") + "\n")
@@ -196,9 +226,10 @@ def test_a_bind_password_file_others_could_read_or_change_is_refused(pam, tmp_pa
     assert pam.audit(2)[1]["reason"].endswith(": is a symbolic link; name the file itself")
 
 
-def test_allow_is_for_an_outage_only_an_ambiguous_or_broken_entry_is_refused(pam):
+def test_allow_is_for_an_outage_only_an_ambiguous_or_broken_entry_is_refused(pam_both):
     """on_directory_error = "allow" lets logins through when no server answers; a user
     filter that matches two entries, or a malformed token, is refused all the same."""
+    pam = pam_both  # through the authd, then in-process
     user = pam.enrolled()
     ambiguous = pam.service(config=pam.config(
         ldap={"user_filter": "(|(uid={username})(uid=alice))"},
@@ -228,6 +259,7 @@ BAD_OPTIONS = [  # (id, options on the PAM line, the problem the log line names)
 @pytest.mark.parametrize("options, problem", [b[1:] for b in BAD_OPTIONS],
                          ids=[b[0] for b in BAD_OPTIONS])
 def test_bad_option_fails_closed_with_a_log_line(pam, options, problem):
+    """In-process by nature: the module refuses before it would ask an authd."""
     uid, _ = pam.user()
     service = pam.service(stack=f"auth required pam_python.so {MODULE} "
                                 f"syslog_socket={pam.syslog.path} {options}\n")
@@ -241,7 +273,8 @@ def test_bad_option_fails_closed_with_a_log_line(pam, options, problem):
 
 def shim(tmp_path: Path, body: str) -> Path:
     """A pam_python file that loads the real module, patches one thing, and exposes the
-    real pam_sm_authenticate: the failure then happens inside the module's own code."""
+    real pam_sm_authenticate: the failure then happens inside the module's own code (so
+    in the module's process: these tests are in-process by nature)."""
     path = tmp_path / f"shim_{secrets.token_hex(4)}.py"
     path.write_text(textwrap.dedent(f"""\
         import importlib.util
@@ -291,7 +324,8 @@ def test_exception_in_the_conversation_is_caught(pam, tmp_path):
         adapter.PamConversation = Exploding
         """)
     enrolled = pam.enrolled()
-    service = pam.service(stack=f"auth required pam_python.so {path} config={pam.config()}\n")
+    service = pam.service(stack=f"auth required pam_python.so {path} config={pam.config()} "
+                                "authd=off\n")
     run = pam.run(service, enrolled.uid, OFF_CAMPUS, [enrolled.code()])
     assert run.verdict == AUTH_ERR
     assert pam.audit()[0]["reason"] == f"internal error: RuntimeError at {path.name}:9"
@@ -299,7 +333,8 @@ def test_exception_in_the_conversation_is_caught(pam, tmp_path):
 
 # -- hostile user names ----------------------------------------------------------------------
 
-def test_hostile_user_names_never_skip_the_code(pam):
+def test_hostile_user_names_never_skip_the_code(pam_both):
+    pam = pam_both  # through the authd, then in-process
     enrolled = pam.enrolled()
     plain, _ = pam.user()  # not enrolled: opt-in would let *this* name in without a code
     service = pam.service()
@@ -352,7 +387,10 @@ def hostile_env(tmp_path: Path, evil: Path) -> dict[str, str]:
         CAMPUS_MFA_CONFIG=str(hostile_config))
 
 
-def test_environment_changes_nothing_through_pam(pam, tmp_path):
+def test_environment_changes_nothing_through_pam(pam_both, tmp_path):
+    """The module runs in the hostile process either way; the decision in the authd, then
+    in that process itself."""
+    pam = pam_both
     evil, marker = hostile_pythonpath(tmp_path)
     env = hostile_env(tmp_path, evil)
     user = pam.enrolled()
@@ -371,7 +409,8 @@ def test_environment_changes_nothing_through_pam(pam, tmp_path):
 
 def test_module_in_a_non_isolated_python_host_ignores_pythonpath(pam, tmp_path):
     """A Python program that drives PAM in-process honours PYTHONPATH itself; loading the
-    module must still give our policy package and Debian's ldap3."""
+    module must still give our policy package and Debian's ldap3. (In-process by nature:
+    the point is what the host process imports.)"""
     evil, marker = hostile_pythonpath(tmp_path)
     user = pam.enrolled()
     config = pam.config()
@@ -385,7 +424,7 @@ def test_module_in_a_non_isolated_python_host_ignores_pythonpath(pam, tmp_path):
             PAM_SUCCESS, PAM_AUTH_ERR, PAM_AUTHINFO_UNAVAIL, PAM_SILENT = 0, 7, 9, 0x8000
             PAM_PROMPT_ECHO_OFF, PAM_ERROR_MSG = 1, 3
             exception = RuntimeError
-            service, rhost, authtok = "host-test", {OFF_CAMPUS!r}, None
+            service, rhost, tty, authtok = "host-test", {OFF_CAMPUS!r}, None, None
             class Message:
                 def __init__(self, style, text): self.style, self.text = style, text
             class Response:

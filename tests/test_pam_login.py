@@ -1,8 +1,10 @@
 """The login story through real libpam + pam_python.so + pam_campus_mfa.py + slapd:
 campus sources, the code prompt, replay, throttling and the opt-in/required policy
-(issue 3, points 1-5, and the address forms)."""
+(issue 3, points 1-5, and the address forms), and logins without PAM_RHOST, whose source is
+the session of their terminal (issue 11, 2)."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -10,12 +12,12 @@ import time
 import pytest
 
 from pamtest import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CAMPUS_ADDRESS, CODE_PROMPT,
-                     MISMATCH, UNAVAIL,
-                     OFF_CAMPUS, PYTHON, ROOT, SUCCESS, pam_both, pamtester_args,  # noqa: F401
-                     service_name)
+                     MISMATCH, OFF_CAMPUS, PYTHON, ROOT, SUCCESS, UNAVAIL, pam_both,  # noqa: F401
+                     pamtester_args, service_name)
 from policy import devldap
 from policy.login import LOCKED_MESSAGE, SET_UP_MESSAGE
 from policy.totp import TotpParams
+from utmp_support import USER_PROCESS
 
 ON = "2-step verification is on"
 
@@ -32,27 +34,23 @@ def gentime(now: float) -> str:
 
 # -- 1. campus sources, and every address form ------------------------------------------
 
-CAMPUS_FORMS = [  # (id, PAM_RHOST, service is local, source in the audit line, reason)
-    ("campus-v4", "192.0.2.7", False, "192.0.2.7", "campus source 192.0.2.7 matched 192.0.2.0/24"),
-    ("campus-v6", "2001:db8:c0::5", False, "2001:db8:c0::5",
+CAMPUS_FORMS = [  # (id, PAM_RHOST, source in the audit line, reason)
+    ("campus-v4", "192.0.2.7", "192.0.2.7", "campus source 192.0.2.7 matched 192.0.2.0/24"),
+    ("campus-v6", "2001:db8:c0::5", "2001:db8:c0::5",
      "campus source 2001:db8:c0::5 matched 2001:db8:c0::/48"),
-    ("mapped-campus-v4", "::ffff:192.0.2.7", False, "192.0.2.7",
+    ("mapped-campus-v4", "::ffff:192.0.2.7", "192.0.2.7",
      "campus source 192.0.2.7 matched 192.0.2.0/24"),
-    ("zone-id", "2001:db8:c0::5%eth0", False, "2001:db8:c0::5",
+    ("zone-id", "2001:db8:c0::5%eth0", "2001:db8:c0::5",
      "campus source 2001:db8:c0::5 matched 2001:db8:c0::/48"),
-    ("unset-local-service", None, True, "local", "local login without a source address"),
-    ("empty-local-service", "", True, "local", "local login without a source address"),
 ]
 
 
-@pytest.mark.parametrize("rhost, local, source, reason",
+@pytest.mark.parametrize("rhost, source, reason",
                          [form[1:] for form in CAMPUS_FORMS], ids=[f[0] for f in CAMPUS_FORMS])
-def test_campus_source_succeeds_without_prompt_or_directory(pam, rhost, local, source, reason):
+def test_campus_source_succeeds_without_prompt_or_directory(pam, rhost, source, reason):
     wire = pam.tripwire()  # the "directory": any connection to it is counted
     name = service_name()
-    config = pam.config(ldap_uri=wire.uri,
-                        policy={"local_services": [name] if local else ["login"]})
-    pam.service(config=config, name=name)
+    pam.service(config=pam.config(ldap_uri=wire.uri), name=name)
     run = pam.run(name, "enrolled-or-not", rhost)
     assert run.verdict == SUCCESS
     assert run.prompts == 0 and run.stderr == ""
@@ -62,24 +60,26 @@ def test_campus_source_succeeds_without_prompt_or_directory(pam, rhost, local, s
     assert pam.syslog.lines[0].startswith(AUTHPRIV_INFO + "campus-mfa[")
 
 
-OFF_CAMPUS_FORMS = [  # (id, PAM_RHOST, source in the audit line)
-    ("off-campus-v4", "198.51.100.7", "198.51.100.7"),
-    ("mapped-off-campus-v4", "::ffff:198.51.100.7", "198.51.100.7"),
-    ("zone-id-off-campus", "fe80::1%eth0", "fe80::1"),
-    ("hostname", "campus.example.edu", "'campus.example.edu'"),
-    ("campus-lookalike-hostname", "192.0.2.7.example.net", "'192.0.2.7.example.net'"),
-    ("unknown", "UNKNOWN", "'UNKNOWN'"),
-    ("unset-non-local-service", None, "none"),
-    ("empty-non-local-service", "", "none"),
-    ("leading-zeros", "192.0.2.010", "'192.0.2.010'"),
-    ("trailing-space", "192.0.2.7 ", "'192.0.2.7 '"),
-    ("garbage", "192.0.2.7;x", "'192.0.2.7;x'"),
+OFF_CAMPUS_FORMS = [  # (id, PAM_RHOST, source in the audit line, where it came from)
+    ("off-campus-v4", "198.51.100.7", "198.51.100.7", ""),
+    ("mapped-off-campus-v4", "::ffff:198.51.100.7", "198.51.100.7", ""),
+    ("zone-id-off-campus", "fe80::1%eth0", "fe80::1", ""),
+    ("hostname", "campus.example.edu", "'campus.example.edu'", ""),
+    ("campus-lookalike-hostname", "192.0.2.7.example.net", "'192.0.2.7.example.net'", ""),
+    ("unknown", "UNKNOWN", "'UNKNOWN'", ""),
+    # No PAM_RHOST and no PAM_TTY (pamtester sets none): no session to take a source from,
+    # whatever the service is called (policy.local_services made such logins exempt).
+    ("unset-no-tty", None, "none", " (no tty)"),
+    ("empty-no-tty", "", "none", " (no tty)"),
+    ("leading-zeros", "192.0.2.010", "'192.0.2.010'", ""),
+    ("trailing-space", "192.0.2.7 ", "'192.0.2.7 '", ""),
+    ("garbage", "192.0.2.7;x", "'192.0.2.7;x'", ""),
 ]
 
 
-@pytest.mark.parametrize("rhost, source", [form[1:] for form in OFF_CAMPUS_FORMS],
+@pytest.mark.parametrize("rhost, source, origin", [form[1:] for form in OFF_CAMPUS_FORMS],
                          ids=[form[0] for form in OFF_CAMPUS_FORMS])
-def test_off_campus_source_asks_for_the_code(pam, rhost, source):
+def test_off_campus_source_asks_for_the_code(pam, rhost, source, origin):
     user = pam.enrolled()
     service = pam.service()
     run = pam.run(service, user.uid, rhost)  # no answer: the prompt gets end of input
@@ -87,7 +87,81 @@ def test_off_campus_source_asks_for_the_code(pam, rhost, source):
     assert run.prompts == 1
     assert pam.audit() == [{
         "user": user.uid, "service": service, "source": source, "outcome": "failure",
-        "reason": f"off-campus source {source}; {ON}; no code entered"}]
+        "reason": f"off-campus source {source}{origin}; {ON}; no code entered"}]
+
+
+# -- 1b. no PAM_RHOST: the session of the terminal ------------------------------------------
+
+def test_a_login_on_a_console_tty_is_local(pam, utmp):
+    """pamtester on a pty of its own whose utmp record has no remote host, written for
+    pamtester's pid before PAM starts, as agetty writes one for the login it becomes."""
+    user = pam.enrolled()
+    wire = pam.tripwire()
+    service = pam.service(config=pam.config(ldap_uri=wire.uri))
+    run = pam.run_on_tty(service, user.uid, host="")
+    assert run.verdict == SUCCESS and run.prompts == 0
+    assert wire.connections == 0
+    [line] = pam.audit()
+    assert (line["source"], line["outcome"]) == ("local", "success")
+    assert re.fullmatch(r"local login \(utmp record of pts/\d+: no remote host\)",
+                        line["reason"]), line
+
+
+SESSION_RECORDS = [  # (id, host of the record, outcome, source, reason pattern)
+    ("campus", CAMPUS_ADDRESS, SUCCESS, CAMPUS_ADDRESS,
+     rf"campus source {CAMPUS_ADDRESS} \(utmp record of pts/\d+\) matched 192\.0\.2\.0/24"),
+    ("campus-v6", "2001:db8:c0::9", SUCCESS, "2001:db8:c0::9",
+     r"campus source 2001:db8:c0::9 \(utmp record of pts/\d+\) matched 2001:db8:c0::/48"),
+    ("off-campus", OFF_CAMPUS, AUTH_ERR, OFF_CAMPUS,
+     rf"off-campus source {OFF_CAMPUS} \(utmp record of pts/\d+\); {ON}; no code entered"),
+    ("hostname", "campus.example.edu", AUTH_ERR, "'campus.example.edu'",
+     rf"off-campus source 'campus.example.edu' \(utmp record of pts/\d+\); {ON}; "
+     "no code entered"),
+]
+
+
+@pytest.mark.parametrize("host, verdict, source, reason", [r[1:] for r in SESSION_RECORDS],
+                         ids=[r[0] for r in SESSION_RECORDS])
+def test_a_login_without_rhost_takes_the_address_of_its_session(pam, utmp, host, verdict,
+                                                               source, reason):
+    """The record an sshd writes for a session: USER_PROCESS, the client address, the pid
+    of a root process the login descends from (here the test itself, pamtester's parent)."""
+    user = pam.enrolled()
+    service = pam.service()
+    run = pam.run_on_tty(service, user.uid, host=host, kind=USER_PROCESS,
+                         record_pid=os.getpid())
+    assert run.verdict == verdict
+    assert run.prompts == (0 if verdict == SUCCESS else 1)
+    [line] = pam.audit()
+    assert line["source"] == source
+    assert re.fullmatch(reason, line["reason"]), line
+
+
+@pytest.fixture
+def stranger():
+    """A root process that is no ancestor of the login: its pid in a forged record."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("forgery", ["not-an-ancestor", "older-than-its-process"])
+def test_a_record_not_tied_to_the_login_is_not_believed(pam, utmp, stranger, forgery):
+    """A record with the right terminal and "console" as its host, but whose process is
+    not the login's nor one of its parents, or which was written before its process
+    started (a stale record whose pid a new process got): off campus."""
+    user = pam.enrolled()
+    service = pam.service()
+    if forgery == "not-an-ancestor":
+        run = pam.run_on_tty(service, user.uid, host="", record_pid=stranger)
+    else:
+        run = pam.run_on_tty(service, user.uid, host="", age=3600)
+    assert run.verdict == AUTH_ERR and run.prompts == 1
+    [line] = pam.audit()
+    assert line["source"] == "none"
+    assert re.fullmatch(rf"off-campus source none \(no utmp record of pts/\d+ tied to the "
+                        rf"caller\); {ON}; no code entered", line["reason"]), line
     assert pam.syslog.lines[0].startswith(AUTHPRIV_WARNING + "campus-mfa[")
 
 

@@ -51,8 +51,9 @@ class FakePamh:
 
     def __init__(self, *, user: str = "alice", rhost: str | None = "192.0.2.7",
                  service: str = "sshd", answers: tuple[str, ...] = (),
-                 authtok: str | None = None) -> None:
+                 authtok: str | None = None, tty: str | None = None) -> None:
         self.user, self.rhost, self.service, self.authtok = user, rhost, service, authtok
+        self.tty = tty
         self.answers = list(answers)
         self.prompts: list[str] = []
         self.errors: list[str] = []
@@ -182,6 +183,34 @@ def test_directory_failure_returns_the_authinfo_unavail_code(config, syslog):
 def test_each_outcome_maps_to_its_pam_code(monkeypatch, config, outcome, code):
     monkeypatch.setattr(policy.login, "login", lambda *a, **k: LoginResult(outcome, "test"))
     assert mod.pam_sm_authenticate(FakePamh(), 0, [str(MODULE), f"config={config}"]) == code
+
+
+def test_in_process_the_session_is_looked_up_for_this_process_and_pam_tty(monkeypatch,
+                                                                        config):
+    """Without an authd the module runs in the login process: its own pid is the caller
+    whose session a login without PAM_RHOST takes (policy/session.py)."""
+    seen = {}
+
+    def recording_login(config, user, rhost, service, conversation, **kwargs):
+        seen.update(rhost=rhost, tty=kwargs["tty"], pid=kwargs["pid"])
+        return LoginResult("success", "test")
+
+    monkeypatch.setattr(policy.login, "login", recording_login)
+    pamh = FakePamh(rhost=None, tty="/dev/pts/7")
+    assert mod.pam_sm_authenticate(pamh, 0, [str(MODULE), f"config={config}"]) == SUCCESS
+    assert seen == {"rhost": None, "tty": "/dev/pts/7", "pid": os.getpid()}
+
+
+def test_without_rhost_and_tty_the_login_is_off_campus(config, syslog, directory_stand_in):
+    """No session to take a source from: off campus, so the directory is asked (here it
+    fails, so the login is refused as unavailable), whatever the service is called."""
+    pamh = FakePamh(rhost=None, service="su")
+    code = mod.pam_sm_authenticate(pamh, 0, [str(MODULE), f"config={config}"])
+    assert code == AUTHINFO_UNAVAIL
+    assert directory_stand_in.connections >= 1
+    line = parse_audit(syslog.wait_for(1)[0])
+    assert (line["source"], line["outcome"]) == ("none", "unavailable")
+    assert line["reason"].startswith("off-campus source none (no tty); directory error (")
 
 
 def test_bad_option_returns_auth_err_and_logs_to_the_option_socket(syslog):

@@ -3,6 +3,7 @@ through real libpam with pam_unix as the first factor; the options, setcred and 
 format (issue 3, points 8, 10, 11). Each test runs in-process and through the authd."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -14,6 +15,7 @@ from pamtest import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODU
                      OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam_both,  # noqa: F401
                      service_name)
 from policy.totp import TotpParams
+from utmp_support import USER_PROCESS
 
 DOC = ROOT / "README.md"
 INSTALLED = "/usr/share/campus-mfa/pam_module/pam_campus_mfa.py"
@@ -103,26 +105,50 @@ def test_sshd_publickey_stack_asks_only_the_code_off_campus(pam):
 
 # -- su / sudo ---------------------------------------------------------------------------------
 
-def test_sudo_without_source_is_local_and_never_asks(pam, unix_user):
-    user = unix_user()
-    wire = pam.tripwire()  # the directory must not even be contacted
-    name = service_name()
-    service = install(pam, "# /etc/pam.d/sudo",
-                      pam.config(ldap_uri=wire.uri, policy={"local_services": [name]}), name)
-    run = pam.run(service, user.uid, None, [user.password])
-    assert run.verdict == SUCCESS and run.stderr == PASSWORD_PROMPT
-    assert wire.connections == 0
-    assert pam.audit()[0]["reason"] == "local login without a source address"
+# The stack runs as sudo or su would run it: no PAM_RHOST, and PAM_TTY naming the terminal
+# (pamtester on a pty of its own, -I tty=). The real sudo and su inside real ssh sessions
+# are in test_ssh_e2e.py.
 
-
-def test_sudo_removed_from_local_services_asks_for_the_code(pam, unix_user):
+def test_sudo_without_a_tty_is_off_campus_and_asks_for_the_code(pam, unix_user):
     user = unix_user()
-    service = install(pam, "# /etc/pam.d/sudo", pam.config(policy={"local_services": ["su"]}))
+    service = install(pam, "# /etc/pam.d/sudo", pam.config())
     run = pam.run(service, user.uid, None, [user.password, user.code()])
     assert run.verdict == SUCCESS
     assert run.stderr == PASSWORD_PROMPT + CODE_PROMPT
     refused = pam.run(service, user.uid, None, [user.password])
     assert refused.verdict == AUTH_ERR
+    assert [line["reason"] for line in pam.audit(2)] == [
+        "off-campus source none (no tty); 2-step verification is on; code accepted",
+        "off-campus source none (no tty); 2-step verification is on; no code entered"]
+
+
+TTY_SESSIONS = [  # (id, host of the terminal's utmp record, asks for a code, audit source)
+    ("campus-session", CAMPUS_ADDRESS, False, CAMPUS_ADDRESS),
+    ("off-campus-session", OFF_CAMPUS, True, OFF_CAMPUS),
+    ("console", "", False, "local"),
+]
+
+
+@pytest.mark.parametrize("host, asks, source", [t[1:] for t in TTY_SESSIONS],
+                         ids=[t[0] for t in TTY_SESSIONS])
+def test_sudo_on_a_tty_takes_the_source_of_its_session(pam, unix_user, utmp, host, asks,
+                                                       source):
+    """The terminal's record as sshd writes it (the client address, for a root process the
+    login descends from) or, for the console, as agetty writes it (no host, the login's
+    own pid)."""
+    user = unix_user()
+    wire = pam.tripwire()  # where the code is not needed, the directory is not contacted
+    service = install(pam, "# /etc/pam.d/sudo",
+                      pam.config(ldap_uri=None if asks else wire.uri))
+    record = {"kind": USER_PROCESS, "record_pid": os.getpid()} if host else {}
+    answers = [user.password, user.code()] if asks else [user.password]
+    run = pam.run_on_tty(service, user.uid, answers, host=host, **record)
+    # On a pty each answer's newline follows its prompt.
+    assert run.stderr == (PASSWORD_PROMPT + "\n" + (CODE_PROMPT + "\n" if asks else "")
+                          + SUCCESS + "\n")
+    assert wire.connections == 0
+    [line] = pam.audit()
+    assert (line["source"], line["outcome"]) == (source, "success")
 
 
 # -- combined ----------------------------------------------------------------------------------
