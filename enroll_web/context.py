@@ -55,7 +55,7 @@ def close_directory(_exc: BaseException | None = None) -> None:
 def client_source() -> Source:
     """The client address as policy/ sees a PAM_RHOST. No service is "local" here, so a
     request without an address is off campus."""
-    return normalize_source(request.remote_addr or "", SERVICE, ())
+    return normalize_source(request.remote_addr or "")
 
 
 def on_campus() -> bool:

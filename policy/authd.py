@@ -90,8 +90,10 @@ class Relay:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
+        self.relayed = False  # something reached the user: no more "retry"
 
     def ask(self, prompt: str, digits: int) -> str | None:
+        self.relayed = True
         self.handler.send("ask", prompt, str(digits))
         answer = unpack(self.handler.rfile.read)
         if len(answer) != 2 or answer[0] != "answer":
@@ -99,6 +101,7 @@ class Relay:
         return answer[1]
 
     def error(self, text: str) -> None:
+        self.relayed = True
         self.handler.send("error", text)
 
 
@@ -124,13 +127,18 @@ class Handler(socketserver.StreamRequestHandler):
             path, user, service, rhost, tty, tries, combined = parse_request(
                 unpack(self.rfile.read))
             self.send("ack")  # before any work: a request the module gave up on fails here
+            relay = Relay(self)
             try:
                 config = self.server.configs.get(path)
+                result = login(config, user, rhost, service, relay,
+                               tries=1 if combined else tries, tty=tty, pid=pid)
             except ConfigError:
-                self.send("retry", "configuration error")  # the module meets it itself
+                # The file, or a password file it names: the module meets the same error
+                # itself and writes the line that names it. After a prompt, fail closed.
+                if relay.relayed:
+                    raise
+                self.send("retry", "configuration error")
                 return
-            result = login(config, user, rhost, service, Relay(self),
-                           tries=1 if combined else tries, tty=tty, pid=pid)
             self.send("outcome", result.outcome)
         except (ProtocolError, WireError, OSError):
             return  # the module fails closed (or works alone if nothing was relayed yet)

@@ -87,14 +87,19 @@ class Config:
     totp: TotpConfig = field(default_factory=TotpConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    # Keys of earlier versions that the file still sets, each with why it no longer counts
+    # (``campus-mfa doctor`` warns about them).
+    ignored: tuple[tuple[str, str], ...] = ()
 
 
-# Keys that are gone: a file that still sets one is told what took its place.
-_REMOVED = {
-    "policy.local_services": "is no longer supported: a login without a source address "
-                             "(su, sudo, a console) now takes the source of the session it "
-                             "was started from, and a service name never makes a login "
-                             "local (README.md, \"su and sudo\"); delete the key",
+# Keys that are gone. Each only ever loosened the policy, so a file that still sets one
+# (dpkg keeps an edited conffile on upgrade) is read without it, and doctor says so:
+# refusing the file would refuse every login, the root console's too, after an upgrade.
+IGNORED_KEYS = {
+    "policy.local_services": "is ignored since 0.2: a login without a source address (su, "
+                             "sudo, a console) takes the source of the session it was "
+                             "started from, and a service name never makes a login local "
+                             "(README.md, \"su and sudo\"); delete the key",
 }
 
 _SECTIONS = {
@@ -128,9 +133,11 @@ def parse_config(data: dict[str, Any], path: str) -> Config:
     for required in ("ldap", "policy"):
         if required not in data:
             raise ConfigError(f"{path}: missing section [{required}]")
+    ignored = tuple((key, IGNORED_KEYS[key]) for key in IGNORED_KEYS
+                    if key.partition(".")[2] in data.get(key.partition(".")[0], {}))
     sections = {name: _section(path, name, cls, data.get(name, {}))
                 for name, cls in _SECTIONS.items()}
-    config = Config(path=path, **sections)
+    config = Config(path=path, **sections, ignored=ignored)
     _check(config)
     return config
 
@@ -139,11 +146,9 @@ def _section(path: str, name: str, cls: type, raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: [{name}] must be a table")
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(key for key in set(raw) - set(known) if f"{name}.{key}" not in IGNORED_KEYS)
     if unknown:
-        key = f"{name}.{unknown[0]}"
-        raise ConfigError(f"{path}: {key} {_REMOVED[key]}" if key in _REMOVED
-                          else f"{path}: unknown key {key}")
+        raise ConfigError(f"{path}: unknown key {name}.{unknown[0]}")
     values = {}
     for key, spec in known.items():
         if key not in raw:

@@ -39,6 +39,8 @@ def run_checks(config: Config, test_user: str | None,
                password: str | None) -> Iterator[Check]:
     """Yield (status, line) for each check; stop at the first one the rest depend on."""
     yield OK, f"configuration {config.path} parses"
+    for key, why in config.ignored:
+        yield WARN, f"{key} {why}"
     yield from describe_campus(config.policy.campus_networks)
     ldap = config.ldap
     for uri in ldap.uris:

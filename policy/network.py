@@ -36,13 +36,12 @@ class Source:
         return f" ({self.via})" if self.via else ""
 
 
-def normalize_source(rhost: str | None, *_legacy: object) -> Source:
+def normalize_source(rhost: str | None) -> Source:
     """Turn PAM_RHOST (or a client address) into a Source.
 
     An empty one is an unknown source here, off campus. A PAM login without PAM_RHOST
     takes the source of the session it was started from instead (policy/session.py); a
-    service name never makes a login local. (``_legacy``: the service name and local
-    services that callers used to pass; ignored.)
+    service name never makes a login local.
     """
     rhost = rhost or ""
     if rhost == "":

@@ -199,6 +199,14 @@ class AuthdProcess:
         if f"listening on {self.path}" not in ready:
             self.proc.kill()
             raise RuntimeError(f"authd did not start: {ready}{self.proc.stderr.read()}")
+        # What it reports later (internal errors), read as it comes so the pipe never fills.
+        self.reports: list[str] = []
+        self._reader = threading.Thread(target=self._read_reports, daemon=True)
+        self._reader.start()
+
+    def _read_reports(self) -> None:
+        for line in self.proc.stderr:
+            self.reports.append(line)
 
     def stop(self) -> int:
         """SIGTERM, then the exit code."""
@@ -207,6 +215,7 @@ class AuthdProcess:
         try:
             return self.proc.wait(timeout=10)
         finally:
+            self._reader.join(timeout=10)
             self.proc.stderr.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 

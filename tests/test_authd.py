@@ -278,6 +278,30 @@ def test_a_config_error_is_met_by_the_module_itself(pam, authd):
     assert pam.audit()[0]["reason"].startswith(f"configuration error: {config}: ")
 
 
+def test_a_secret_file_error_is_met_by_the_module_itself(pam):
+    """The config parses, but the bind password file it names may not be used: the
+    authd says "retry" before anything reached the user, reports no internal error, and
+    the module writes the line that names the file."""
+    user = pam.enrolled()
+    loose = pam.tmp_path / "loose.secret"
+    loose.write_text(pam.slapd.secret("ldap.secret") + "\n")
+    loose.chmod(0o644)
+    own = AuthdProcess()
+    try:
+        service = pam.service(stack=stack(pam.config(ldap={"bind_password_file": str(loose)}),
+                                          own.path))
+        run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
+        assert run.verdict == AUTH_ERR and run.prompts == 0
+        line = pam.syslog.wait_for(1)[0]
+        assert pid_of(line) != own.pid
+        assert pam.audit()[0]["reason"] == (
+            f"configuration error: ldap.bind_password_file = '{loose}': is readable by "
+            "others (mode 0644); chmod 0640 or 0600")
+    finally:
+        assert own.stop() == 0
+    assert own.reports == []
+
+
 def test_an_authd_killed_mid_conversation_fails_the_login_closed(pam):
     user = pam.enrolled()
     own = AuthdProcess()

@@ -163,3 +163,13 @@ def test_doctor_names_the_transport_checks_every_group_and_warns_of_wide_campus_
     assert ("WARN campus networks hold 50,331,648 IPv4 addresses, more than a /8: is every one "
             "of them really on campus?\n") in out.stdout
     assert "WARN campus network ::/16 is wider than a /32" in out.stdout
+
+
+def test_doctor_warns_about_a_key_of_an_earlier_version(slapd, tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text(Path(slapd.config_path).read_text().replace(
+        "[policy]\n", '[policy]\nlocal_services = ["login", "su"]\n'))
+    out = cli(slapd, "doctor", config=str(old))
+    assert out.returncode == 0, out.stdout
+    assert "WARN policy.local_services is ignored since 0.2: a login without a source " \
+           "address" in out.stdout

@@ -115,20 +115,26 @@ def test_bad_values_name_file_and_key(tmp_path, old, new, message):
     assert str(raised.value).startswith(path + ":")
 
 
-def test_local_services_is_gone_and_the_error_says_what_replaced_it(tmp_path):
-    """A file written for the old rule (an empty PAM_RHOST of these services was exempt)
-    must not load quietly with the rule silently changed, nor with a bare "unknown key"."""
+def test_local_services_is_ignored_and_the_config_says_why(tmp_path):
+    """A file written for the old rule (an empty PAM_RHOST of these services was exempt;
+    dpkg keeps an edited conffile on upgrade) loads without it: the old key only ever
+    loosened the policy, and refusing the file would refuse every login after an upgrade.
+    ``campus-mfa doctor`` prints the reason (test_cli.py)."""
     path = write(tmp_path, GOOD.replace(
         'on_directory_error = "deny"\n',
         'on_directory_error = "deny"\nlocal_services = ["login", "su", "su-l", "sudo"]\n'))
-    with pytest.raises(ConfigError) as raised:
-        load_config(path)
-    assert str(raised.value) == (
-        f"{path}: policy.local_services is no longer supported: a login without a source "
-        "address (su, sudo, a console) now takes the source of the session it was started "
-        "from, and a service name never makes a login local (README.md, \"su and sudo\"); "
-        "delete the key")
+    config = load_config(path)
+    assert not hasattr(config.policy, "local_services")
+    assert config.ignored == (("policy.local_services", (
+        "is ignored since 0.2: a login without a source address (su, sudo, a console) takes "
+        "the source of the session it was started from, and a service name never makes a "
+        "login local (README.md, \"su and sudo\"); delete the key")),)
+    assert load_config(write(tmp_path, GOOD)).ignored == ()
     assert "local_services" not in SHIPPED.read_text()
+    typo = write(tmp_path, GOOD.replace('on_directory_error = "deny"\n',
+                                        'on_directory_error = "deny"\nlocal_service = []\n'))
+    with pytest.raises(ConfigError, match=r"unknown key policy\.local_service$"):
+        load_config(typo)
 
 
 def test_missing_section_missing_file_and_bad_syntax(tmp_path):
