@@ -10,134 +10,25 @@ Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
 """
 from __future__ import annotations
 
-import grp
 import http.client
 import os
-import shlex
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
 import weblab
-from pamtest import SyslogListener
 from policy import devldap
-from web_support import toml_with
+from sitelab import HOST, Site, ask, deployed, gunicorn, wait_until_serving
 
 pytestmark = pytest.mark.slapd
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
-EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
-UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
-HOST = "mfa.example.edu"
 COOKIE = "__Host-campus-mfa"
 BASE32_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, for `campus-mfa import`
-
-
-def nginx_site(socket_path: str, tls: weblab.Tls) -> str:
-    """The shipped example site, verbatim but for the socket and the certificate paths."""
-    return weblab.substitute(EXAMPLE.read_text(), [
-        ("server_name mfa.example.edu;", f"server_name {tls.host};", 2),
-        ("ssl_certificate /etc/ssl/certs/mfa.example.edu.pem;",
-         f"ssl_certificate {tls.cert};", 1),
-        ("ssl_certificate_key /etc/ssl/private/mfa.example.edu.key;",
-         f"ssl_certificate_key {tls.key};", 1),
-        ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock;",
-         f"proxy_pass http://unix:{socket_path};", 1),
-    ], str(EXAMPLE))
-
-
-def unit_gunicorn(socket_path: str) -> list[str]:
-    """The unit's ExecStart, verbatim but for the socket path and where the code is."""
-    line = next(line for line in UNIT.read_text().splitlines()
-                if line.startswith("ExecStart="))
-    return shlex.split(weblab.substitute(line.removeprefix("ExecStart="), [
-        ("--bind unix:/run/campus-mfa-enroll/web.sock ", f"--bind unix:{socket_path} ", 1),
-        ("--pythonpath /usr/share/campus-mfa ", f"--pythonpath {ROOT} ", 1),
-    ], f"{UNIT} ExecStart"))
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.socket_path)
-
-
-def wait_until_serving(proc: subprocess.Popen, ask: Any, log: Path) -> None:
-    """Until ``ask()`` gets the login page (gunicorn imports the app first)."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if ask() == 200:
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError("gunicorn did not start:\n" + log.read_text(errors="replace"))
-        time.sleep(0.1)
-
-
-@contextmanager
-def gunicorn(argv: list[str], config: Path, log: Path, **popen: Any
-             ) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "CAMPUS_MFA_CONFIG": str(config)}, **popen)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)  # the master and its worker
-                proc.wait(15)
-
-
-@dataclass
-class Site:
-    lab: weblab.Lab
-    tls: weblab.Tls
-    nginx: weblab.Nginx
-    config: Path
-    audit: SyslogListener
-
-    def url(self, path: str = "/") -> str:
-        return f"https://{HOST}{path}"
-
-    def audit_line(self, fragment: str) -> str:
-        """The audit line containing ``fragment``, once it arrived (within 5 s)."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            found = [line for line in self.audit.lines if fragment in line]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no audit line with {fragment!r} in {self.audit.lines}")
-
-    def client(self, where: str) -> weblab.Client:
-        return weblab.Client(self.lab.clients[where], HOST, self.lab.server_address[where],
-                             self.tls.ca)
-
-    @contextmanager
-    def browser(self, where: str) -> Iterator[Any]:
-        """A chromium in the ``where`` namespace that trusts the lab's CA and resolves
-        the site's name to the server's address on that network."""
-        with weblab.entered(self.lab.clients[where]):
-            with weblab.chromium({HOST: self.lab.server_address[where]}, self.tls.ca) as driver:
-                yield driver
 
 
 @pytest.fixture(scope="module")
@@ -148,46 +39,8 @@ def net() -> Iterator[weblab.Lab]:
 
 @pytest.fixture(scope="module")
 def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
-    """nginx (the example site) -> unix socket -> gunicorn (the unit's flags), as deployed:
-    the socket is root:www-data 0660 and nginx's workers run as www-data."""
-    work = weblab.work_dir("site")
-    run_dir = work / "run"
-    run_dir.mkdir(mode=0o750)
-    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
-    socket_path = str(run_dir / "web.sock")
-    audit = SyslogListener(str(work / "syslog.sock"))
-    config = work / "campus-mfa.toml"
-    config.write_text(toml_with(Path(slapd.config_path).read_text(), {
-        "policy": {"campus_networks": f'["{weblab.CAMPUS_NETWORK}"]'},
-        "audit": {"syslog_socket": f'"{audit.path}"'},
-        "web": {"trusted_proxies": "1", "cookie_secure": "true",
-                "session_dir": f'"{work / "sessions"}"'}}))
-    tls = weblab.make_tls(work / "tls", HOST)
-    log = work / "gunicorn.log"
-    nginx = None
-    try:
-        with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
-                      extra_groups=[]) as proc:
-            wait_until_serving(proc, lambda: ask(UnixHTTPConnection(socket_path)), log)
-            info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
-            assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
-                (0o660, "www-data")
-            nginx = weblab.Nginx(net, work / "nginx", nginx_site(socket_path, tls))
-            yield Site(net, tls, nginx, config, audit)
-    finally:
-        if nginx is not None:
-            nginx.stop()
-        audit.close()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def ask(conn: http.client.HTTPConnection) -> int:
-    """The status of GET /login on ``conn`` (no proxy from the environment is asked)."""
-    try:
-        conn.request("GET", "/login")
-        return conn.getresponse().status
-    finally:
-        conn.close()
+    with deployed(net, Path(slapd.config_path).read_text(), (weblab.CAMPUS_NETWORK,)) as site:
+        yield site
 
 
 def oathtool(secret: str, *at: str) -> str:

@@ -48,13 +48,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pexpect
 import pytest
 
+import sitelab
+import weblab
 from pamtest import AuthdProcess
 from policy import devldap
 from policy.config import load_config
@@ -79,6 +81,7 @@ LDAP_TIMEOUT = 2                        # ldap.timeout in the test config
 RELAY_URI = "ldap://127.0.0.1:389"      # slapd as seen from the server namespace
 CAMPUS = ("192.0.2.0/24", "2001:db8:c0::/48")
 SERVER = {"v4": "192.0.2.1", "v6": "2001:db8:c0::1"}
+SERVER_OFF_V4 = "198.51.100.1"        # the server on the off-campus link (the site's nginx)
 CLIENT = {("campus", "v4"): "192.0.2.2", ("campus", "v6"): "2001:db8:c0::2",
           ("off", "v4"): "198.51.100.2", ("off", "v6"): "2001:db8:ff::2"}
 CLONE_NEWNET = 0x40000000
@@ -1086,3 +1089,40 @@ def test_8_the_login_story_without_an_authd(h: Harness, make_user) -> None:
     su_line = one_audit(h, victim, service="su-l")
     assert re.fullmatch(rf"off-campus source {CLIENT['off', 'v4']} \(utmp record of {PTS}\); "
                         "2-step verification is on; code accepted", su_line["reason"]), su_line
+
+
+# -- 9. one replay guard for ssh and the site ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def site(harness: Harness) -> Iterator[sitelab.Site]:
+    """The enrollment site as deployed (nginx's example site with TLS, gunicorn with the
+    unit's flags) in this harness's server namespace, on the same slapd as sshd's logins."""
+    with sitelab.deployed(harness.net, Path(harness.ldap.config_path).read_text(),
+                          CAMPUS) as deployed:
+        yield deployed
+
+
+def test_9_a_code_counts_once_for_ssh_and_the_site(h: Harness, make_user,
+                                                  site: sitelab.Site) -> None:
+    """The real sshd and the real site (through nginx, from the off-campus namespace) share
+    one replay guard: a code used over ssh is refused on the site, and the next code, used
+    on the site, is refused over ssh."""
+    user = make_user()
+    web = weblab.Client(h.net.clients["off"], sitelab.HOST, SERVER_OFF_V4, site.tls.ca)
+    code = user.code()
+    over_ssh = ssh(h, "off", "v4", user, codes=(code,))
+    assert over_ssh.ok and over_ssh.prompts == ["password", "code"], explain(h, over_ssh)
+    signed_in = web.post_form("/login", {"username": user.name, "password": user.password})
+    assert signed_in.status == 302 and signed_in.location.startswith("/verify")
+    same = web.post_form("/verify", {"code": code})
+    assert same.status == 200 and MISMATCH_MESSAGE in same.body
+    site.audit_line(f"user={user.name} service=campus-mfa-enroll source={CLIENT['off', 'v4']} "
+                    'outcome=failure reason="off-campus sign-in: code refused (replayed)"')
+    later = user.code(30)  # the next time step, inside the window
+    assert web.post_form("/verify", {"code": later}).status == 302
+    site.audit_line(f"user={user.name} service=campus-mfa-enroll source={CLIENT['off', 'v4']} "
+                    'outcome=success reason="off-campus sign-in: code accepted"')
+    again = ssh(h, "off", "v6", user, codes=(later,) * TRIES)
+    assert refused(again) and again.output.count(MISMATCH_MESSAGE) == TRIES, explain(h, again)
+    lines = audits(h, user, 2)
+    assert lines[1]["outcome"] == "failure" and "replayed" in lines[1]["reason"], lines
