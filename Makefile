@@ -36,17 +36,17 @@ test: deps-test deps-deb
 # make dev-ldap DIR=/tmp/campus-ldap PORT=3891   (slapd keeps running in the background)
 dev-ldap:
 	@test -n "$(DIR)" -a -n "$(PORT)" || { echo "usage: make dev-ldap DIR=/some/dir PORT=3891" >&2; exit 2; }
-	$(PY) -m policy.devldap start --dir "$(DIR)" --port "$(PORT)"
+	$(PY) -m devtools.devldap start --dir "$(DIR)" --port "$(PORT)"
 
 # make dev-ldap-stop DIR=/tmp/campus-ldap   (stops slapd and removes DIR)
 dev-ldap-stop:
 	@test -n "$(DIR)" || { echo "usage: make dev-ldap-stop DIR=/some/dir" >&2; exit 2; }
-	$(PY) -m policy.devldap stop --dir "$(DIR)"
+	$(PY) -m devtools.devldap stop --dir "$(DIR)"
 
 # A throwaway directory, the PAM service campus-mfa-demo and the enrollment site, in the
 # foreground; Ctrl-C stops and removes all of it.
 demo: deps-demo
-	@$(PY) -m policy.demo --port $(DEMO_PORT)
+	@$(PY) -m devtools.demo --port $(DEMO_PORT)
 
 # Debian packages (packaging/debian). `make deb` builds them in a throwaway copy of the
 # tree made like a clean clone (tracked and new files, nothing git ignores), with

@@ -11,9 +11,11 @@ setup(
     description="Off-campus TOTP second factor for PAM, with an enrollment site",
     license="MIT",
     python_requires=">=3.11",
-    packages=["policy", "pam_module", "enroll_web"],
+    # devtools/ (throwaway slapd, demo, test helpers) is not installed; ldap/ is data for
+    # the directory's admin (packaging/debian installs it in /usr/share/campus-mfa/ldap).
+    packages=["policy", "policy.rules", "policy.directory", "policy.authd", "policy.admin",
+              "pam_module", "enroll_web"],
     package_data={
-        "policy": ["ldap/*.ldif", "ldap/README"],
         "enroll_web": ["templates/*.html", "static/*"],
     },
     install_requires=[
@@ -23,5 +25,5 @@ setup(
         # enroll_web/sessions.py uses its session class and id signer as 0.3 has them.
         "Flask-Session>=0.3.2,<0.5",
     ],
-    entry_points={"console_scripts": ["campus-mfa = policy.cli:main"]},
+    entry_points={"console_scripts": ["campus-mfa = policy.admin.cli:main"]},
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """`make bench`: what one login costs beside the peers, measured side by side in one run.
 
-Starts a throwaway slapd (policy.devldap), enrolls bench users, writes PAM services named
+Starts a throwaway slapd (devtools.devldap), enrolls bench users, writes PAM services named
 campus-mfa-bench-* (removed at the end), and measures, all on loopback:
 
 1. whole-process pamtester cost, interleaved: pam_permit, pam_google_authenticator,
@@ -57,11 +57,13 @@ sys.path.insert(0, str(ROOT))
 
 import ldap3  # noqa: E402
 
-from policy import devldap  # noqa: E402
-from policy.config import load_config, read_secret_file  # noqa: E402
-from policy.directory import Directory  # noqa: E402
-from policy.totp import TotpParams, code_at_step, new_secret, time_step, to_base32  # noqa: E402
-from policy.verify import verify_code  # noqa: E402
+from devtools import devldap  # noqa: E402
+from policy.config import load_config  # noqa: E402
+from policy.secret_file import read_secret_file  # noqa: E402
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.directory.service import ServiceDirectory
+from policy.rules.totp import TotpParams, code_at_step, new_secret, time_step, to_base32  # noqa: E402
+from policy.rules.verify import verify_code  # noqa: E402
 
 PY = "/usr/bin/python3"
 OUT = ROOT / "bench" / "out"
@@ -139,7 +141,7 @@ class Fixture:
 
     def enroll(self, uids: list[str]) -> list[User]:
         users = []
-        with Directory(self.config.ldap, write=True) as directory:
+        with EnrollmentDirectory(self.config.ldap) as directory:
             for uid in uids:
                 devldap.add_user(self.ldap, uid, uid + "-pass")
                 secret = new_secret()
@@ -693,7 +695,7 @@ def warm_verifications(fx: Fixture, user: User) -> dict[str, Warm]:
         out[name] = Warm(WARM_VERIFICATIONS / wall, cpu / WARM_VERIFICATIONS * 1000,
                          (proc_cpu_ms(fx.ldap.pid) - slapd) / WARM_VERIFICATIONS)
 
-    with Directory(fx.config.ldap) as directory:
+    with ServiceDirectory(fx.config.ldap) as directory:
         token = directory.read_token(user.token_dn)   # connect and bind once
 
         def verify_only() -> None:
@@ -710,7 +712,7 @@ def warm_verifications(fx: Fixture, user: User) -> dict[str, Warm]:
                     raise RuntimeError("warm verification refused")
         timed(WARM_VERIFY, verify_only)
         timed(WARM_READ_VERIFY, read_and_verify)
-    from policy.totp import matching_step
+    from policy.rules.totp import matching_step
 
     def hmac_only() -> None:
         for now, code in zip(nows[:WARM_VERIFICATIONS], codes):
@@ -749,7 +751,7 @@ def ldap_op_costs(fx: Fixture, user: User,
     dn = user.token_dn
     fx.reset(user)
     fx.reset(other)
-    directory = Directory(cfg)
+    directory = ServiceDirectory(cfg)
     l3 = directory.conn                                   # open + bind, as in production
     token = directory.read_token(other.token_dn)
     clock = [time.time()]
@@ -866,7 +868,7 @@ def site(fx: Fixture) -> list[dict]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("gunicorn did not come up")
                 time.sleep(0.1)
-        with Directory(fx.config.ldap, write=True) as directory:   # alice gets the role
+        with EnrollmentDirectory(fx.config.ldap) as directory:   # alice gets the role
             directory.set_role(directory.find_user("alice")[0], True)
         http = requests.Session()
         csrf = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')

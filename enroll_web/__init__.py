@@ -8,7 +8,6 @@ everything else reads (``CAMPUS_MFA_CONFIG`` if set, else /etc/campus-mfa/campus
 from __future__ import annotations
 
 import os
-import traceback
 from datetime import timedelta
 
 from flask import Flask, Response, render_template
@@ -16,8 +15,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from policy.config import DEFAULT_PATH, Config, ConfigError, load_config, read_secret_file
-from policy.directory import DirectoryError
+from policy.audit import where
+from policy.config import DEFAULT_PATH, Config, load_config
+from policy.errors import ConfigError, DirectoryError
+from policy.messages import FORM_EXPIRED, INTERNAL_ERROR, SERVICE_UNAVAILABLE, TOO_MANY_ATTEMPTS
+from policy.secret_file import read_secret_file
 
 from .context import close_directory
 from .limits import limiter
@@ -97,15 +99,12 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(err: CSRFError) -> tuple[str, int]:
-        return render_template("error.html", title="Bad Request",
-                               message="The form has expired or was not sent by this site. "
-                                       "Go back, reload the page and try again."), 400
+        return render_template("error.html", title="Bad Request", message=FORM_EXPIRED), 400
 
     @app.errorhandler(TooManyRequests)
     def too_many(err: TooManyRequests) -> tuple[str, int]:
         return render_template("error.html", title="Too Many Attempts",
-                               message="Too many attempts from here. Wait a minute and "
-                                       "try again."), 429
+                               message=TOO_MANY_ATTEMPTS), 429
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[str, int]:
@@ -118,14 +117,11 @@ def _register_error_pages(app: Flask) -> None:
         # Directory and config messages are written to hold no secret; log them for admins.
         app.logger.error("service unavailable: %s: %s", type(err).__name__, err)
         return render_template("error.html", title="Service Unavailable",
-                               message="The service is unavailable. Try again later."), 503
+                               message=SERVICE_UNAVAILABLE), 503
 
     @app.errorhandler(Exception)
     def internal_error(err: Exception) -> tuple[str, int]:
         # Only the type and where it happened: an exception's message or locals could
         # quote a form value (a password, a code).
-        where = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
-        place = f" at {where[0].filename}:{where[0].lineno}" if where else ""
-        app.logger.error("internal error: %s%s", type(err).__name__, place)
-        return render_template("error.html", title="Internal Error",
-                               message="Something went wrong. Try again later."), 500
+        app.logger.error("internal error: %s at %s", type(err).__name__, where(err))
+        return render_template("error.html", title="Internal Error", message=INTERNAL_ERROR), 500

@@ -4,21 +4,21 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
-from policy.decision import CODE_REQUIRED, decide
-from policy.directory import UserNotFound, acceptable_username
-from policy.login import MISMATCH_MESSAGE
-from policy.state import UserState
+from policy.audit import FAILURE, SUCCESS
+from policy.directory.entries import acceptable_username
+from policy.errors import UserNotFound
+from policy.messages import LOGGED_OUT, LOGIN_FAILED, MISMATCH_MESSAGE
+from policy.rules.decision import CODE_REQUIRED, decide
+from policy.rules.state import UserState
 
 from .codes import check_current_code
-from .context import client_source, config, directory, log_event, next_url, \
-    read_signed_in_state, read_user_state, remember_granted, second_factor_done
+from .context import (client_source, config, directory, log_event, next_url, read_signed_in_state,
+                      read_user_state, remember_granted, second_factor_done)
 from .forms import LoginForm, LogoutForm, VerificationForm
 from .limits import limit_code, limit_login
 from .sessions import renew_session
 
 bp = Blueprint("auth", __name__)
-
-LOGIN_FAILED = "The user name or password is incorrect."
 
 
 def first_factor(username: str, password: str) -> bool:
@@ -52,11 +52,11 @@ def login() -> ResponseReturnValue:
             renew_session()  # a new session under a new id: nothing from before survives
             session["user"] = username
             remember_granted(state)
-            log_event("success", "password accepted", username)
+            log_event(SUCCESS, "password accepted", username)
             # Off campus with 2-step verification On, the code comes next; else it
             # passes straight on.
             return redirect(url_for("auth.verify", next=request.args.get("next")))
-        log_event("failure", "password refused or unknown user", username, warning=True)
+        log_event(FAILURE, "password refused or unknown user", username)
         error = LOGIN_FAILED
     elif form.is_submitted():
         error = LOGIN_FAILED
@@ -91,7 +91,7 @@ def verify() -> ResponseReturnValue:
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
     if LogoutForm().validate_on_submit() and session.get("user"):
-        log_event("success", "logged out")
+        log_event(SUCCESS, "logged out")
     renew_session()  # the store forgets the session: a copy of the cookie opens nothing
-    flash("You have logged out.")
+    flash(LOGGED_OUT)
     return redirect(url_for("auth.login"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from policy.login import LOCKED_MESSAGE, MISMATCH_MESSAGE
-from policy.state import UserState
-from policy.verify import BACKOFF, LOCKED, verify_code
+from policy.audit import FAILURE, SUCCESS
+from policy.messages import LOCKED_MESSAGE, MISMATCH_MESSAGE, backoff_message, backoff_seconds
+from policy.rules.state import UserState
+from policy.rules.verify import BACKOFF, LOCKED, verify_code
 
 from .context import config, directory, log_event
 
@@ -18,12 +19,11 @@ def check_current_code(state: UserState, text: str, purpose: str) -> str | None:
     now = time.time()
     verdict = verify_code(directory(), state.token, text or "", now, config().totp)
     if verdict.accepted:
-        log_event("success", f"{purpose}: code accepted")
+        log_event(SUCCESS, f"{purpose}: code accepted")
         return None
-    log_event("failure", f"{purpose}: code refused ({verdict.outcome})", warning=True)
+    log_event(FAILURE, f"{purpose}: code refused ({verdict.outcome})")
     if verdict.outcome == LOCKED:
         return LOCKED_MESSAGE
     if verdict.outcome == BACKOFF and verdict.retry_at is not None:
-        wait = max(1, int(verdict.retry_at - now + 0.999))
-        return f"Too many wrong verification codes. Try again in {wait} seconds."
+        return backoff_message(backoff_seconds(verdict.retry_at, now))
     return MISMATCH_MESSAGE

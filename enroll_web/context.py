@@ -8,21 +8,18 @@ from typing import Any, Callable
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 
-from policy.audit import audit
+from policy.audit import FAILURE, SUCCESS, audit
 from policy.config import Config
-from policy.decision import CODE_REQUIRED, DENIED, decide
-from policy.directory import Directory, UserNotFound
-from policy.login import SET_UP_MESSAGE
-from policy.network import Source, campus_network_of, normalize_source
-from policy.state import UserState
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.errors import UserNotFound
+from policy.messages import CAMPUS_ONLY_MESSAGE, SESSION_ENDED_MESSAGE, SET_UP_MESSAGE
+from policy.rules.decision import CODE_REQUIRED, DENIED, decide
+from policy.rules.network import Source, campus_network_of, normalize_source
+from policy.rules.state import UserState
 
 from .sessions import renew_session
 
 SERVICE = "campus-mfa-enroll"
-CAMPUS_ONLY_MESSAGE = ("This change is available from the campus network only. "
-                       "Connect from campus and try again.")
-SESSION_ENDED_MESSAGE = ("Your session has ended because your 2-step verification or your "
-                         "role changed. Log in again.")
 # The MFA state a session was granted under: {"token": linked token DN or "", "role": bool}.
 GRANTED = "granted_under"
 
@@ -31,11 +28,11 @@ def config() -> Config:
     return current_app.config["CAMPUS_MFA"]
 
 
-def directory() -> Directory:
+def directory() -> EnrollmentDirectory:
     """The request's connection as the enrollment DN (it may read state, update the shared
     counters and write MFA state); closed when the request ends."""
     if "directory" not in g:
-        g.directory = Directory(config().ldap, write=True)
+        g.directory = EnrollmentDirectory(config().ldap)
     return g.directory
 
 
@@ -62,12 +59,11 @@ def on_campus() -> bool:
     return campus_network_of(client_source(), config().policy.campus_networks) is not None
 
 
-def log_event(outcome: str, reason: str, user: str | None = None, *,
-              warning: bool = False) -> None:
+def log_event(outcome: str, reason: str, user: str | None = None) -> None:
     """One audit line for an enrollment event: facts only, never a code or a secret."""
     audit(config().audit, user=user if user is not None else session.get("user", "-"),
           service=SERVICE, source=client_source(), outcome=outcome, reason=reason,
-          warning=warning)
+          warning=outcome != SUCCESS)
 
 
 def second_factor_done(state: UserState) -> bool:
@@ -111,7 +107,7 @@ def changed_behind_the_session(state: UserState) -> str | None:
 
 def end_session(reason: str) -> ResponseReturnValue:
     """End the session everywhere (the store forgets it) and send the user to log in."""
-    log_event("refused", f"session ended: {reason}", warning=True)
+    log_event(FAILURE, f"session ended: {reason}")
     renew_session()
     flash(SESSION_ENDED_MESSAGE)
     return redirect(url_for("auth.login"))
@@ -148,7 +144,7 @@ def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
         if decision.outcome == CODE_REQUIRED and not second_factor_done(state):
             return redirect(url_for("auth.verify", next=request.endpoint))
         if decision.outcome == DENIED:
-            log_event("refused", decision.reason, warning=True)
+            log_event(FAILURE, decision.reason)
             return render_template("campus_only.html", message=SET_UP_MESSAGE,
                                    denied=True), 403
         return view(*args, **kwargs)
@@ -160,7 +156,7 @@ def campus_only(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not g.campus:
-            log_event("refused", f"{request.endpoint} from off campus", warning=True)
+            log_event(FAILURE, f"{request.endpoint} from off campus")
             return render_template("campus_only.html", message=CAMPUS_ONLY_MESSAGE), 403
         return view(*args, **kwargs)
     return wrapped

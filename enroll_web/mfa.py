@@ -11,10 +11,13 @@ import time
 from flask import Blueprint, flash, g, redirect, render_template, session, url_for
 from flask.typing import ResponseReturnValue
 
-from policy.directory import EntryError
-from policy.state import Token
-from policy.totp import (TotpParams, grouped, matching_step, new_secret, parse_code,
-                         provisioning_uri, to_base32)
+from policy.audit import FAILURE, SUCCESS
+from policy.errors import EntryError
+from policy.messages import (CHANGED_MEANWHILE, CONFIRM_MISMATCH, NEEDS_ROLE, NOW_OFF, NOW_ON,
+                             START_AGAIN)
+from policy.rules.state import Token
+from policy.rules.totp import (grouped, matching_step, new_secret, parse_code, provisioning_uri,
+                               to_base32)
 
 from .codes import check_current_code
 from .context import (campus_only, config, directory, has_role, log_event, login_required,
@@ -25,16 +28,12 @@ from .qr import qr_svg
 
 bp = Blueprint("mfa", __name__, url_prefix="/mfa")
 
-CONFIRM_MISMATCH = ("The authentication code does not match. Enter the latest code shown "
-                    "in your token app.")
 APPS = ("Google Authenticator", "Microsoft Authenticator",
         "the password manager built into iPhone and iPad")
 
 
 def _needs_role() -> ResponseReturnValue:
-    return render_template("error.html", title="Request a Role first",
-                           message="Activate 'Multifactor Authentication' on the 'Request a "
-                                   "Role' page in User Information Management first."), 403
+    return render_template("error.html", title="Request a Role first", message=NEEDS_ROLE), 403
 
 
 def _forget_pending() -> str | None:
@@ -79,12 +78,10 @@ def setup() -> ResponseReturnValue:
         if error is None:
             _drop_pending()
             totp = config().totp
-            params = TotpParams(algorithm=totp.algorithm, digits=totp.digits,
-                                period=totp.period, window=totp.window)
             session["pending_token"] = directory().create_pending_token(
-                new_secret(), params, totp.max_failures, time.time())
+                new_secret(), totp.new_token_params(), totp.max_failures, time.time())
             session["pending_replaces"] = _current_token_dn()
-            log_event("success", "new token created, waiting for confirmation")
+            log_event(SUCCESS, "new token created, waiting for confirmation")
             return redirect(url_for("mfa.token"))
     return render_template("mfa_setup.html", form=form, state=g.user, error=error)
 
@@ -124,7 +121,7 @@ def confirm() -> ResponseReturnValue:
     and records its time step as used. A wrong one keeps the same token for another try."""
     pending = _pending_token()
     if pending is None:
-        flash("Start the setup again.")
+        flash(START_AGAIN)
         return redirect(url_for("mfa.setup"))
     form = ConfirmForm()
     error = None
@@ -134,24 +131,24 @@ def confirm() -> ResponseReturnValue:
         step = matching_step(pending.secret, code, pending.params, time.time()) \
             if code else None
         if step is None:
-            log_event("failure", "confirmation code refused", warning=True)
+            log_event(FAILURE, "confirmation code refused")
             error = CONFIRM_MISMATCH
         elif session.get("pending_replaces", "") != _current_token_dn():
             # 2-step verification changed elsewhere since the current code was checked.
             _drop_pending()
-            flash("2-step verification was changed meanwhile. Start the setup again.")
+            flash(CHANGED_MEANWHILE)
             return redirect(url_for("mfa.status"))
         else:
             try:
                 directory().link_token(g.user, pending.dn, step)
             except EntryError:
                 _drop_pending()
-                flash("2-step verification was changed meanwhile. Start the setup again.")
+                flash(CHANGED_MEANWHILE)
                 return redirect(url_for("mfa.status"))
             _forget_pending()
             note_own_change(token=pending.dn)
-            log_event("success", "token confirmed: 2-step verification on")
-            flash("2-step verification is now On.")
+            log_event(SUCCESS, "token confirmed: 2-step verification on")
+            flash(NOW_ON)
             return redirect(url_for("mfa.status"))
     return render_template("mfa_confirm.html", form=form, error=error)
 
@@ -169,8 +166,8 @@ def turn_off() -> ResponseReturnValue:
     if error is None:
         directory().unlink_token(g.user)
         note_own_change(token="")
-        log_event("success", "token removed: 2-step verification off")
-        flash("2-step verification is now Off.")
+        log_event(SUCCESS, "token removed: 2-step verification off")
+        flash(NOW_OFF)
         return redirect(url_for("mfa.status"))
     return render_template("mfa_status.html", state=g.user, role=has_role(g.user),
                            campus=g.campus, off_form=form, error=error)

@@ -4,8 +4,10 @@ from __future__ import annotations
 from flask import Blueprint, flash, g, redirect, render_template, session, url_for
 from flask.typing import ResponseReturnValue
 
-from .context import (campus_only, directory, has_role, log_event, login_required,
-                      note_own_change)
+from policy.audit import SUCCESS
+from policy.messages import role_active
+
+from .context import campus_only, directory, has_role, log_event, login_required, note_own_change
 from .forms import RoleForm
 
 bp = Blueprint("portal", __name__)
@@ -36,7 +38,6 @@ def request_role() -> ResponseReturnValue:
     if RoleForm().validate_on_submit() and not has_role(g.user):
         directory().set_role(g.user.dn, True)
         note_own_change(role=True)
-        log_event("success", "role activated: Multifactor Authentication")
-        flash(f"The role '{ROLE_NAME}' is active. You can now set up Multi-Factor "
-              "Authentication.")
+        log_event(SUCCESS, "role activated: Multifactor Authentication")
+        flash(role_active(ROLE_NAME))
     return redirect(url_for("portal.user_info"))

@@ -22,7 +22,8 @@ from flask_session.sessions import FileSystemSession
 from flask_session.sessions import SessionInterface as FlaskSessionInterface
 from itsdangerous import BadSignature
 
-from policy.config import ConfigError, WebConfig
+from policy.config import WebConfig
+from policy.errors import ConfigError
 
 KEY_PREFIX = "session:"
 # cachelib's file store prunes itself once it holds more entries than this: the expired

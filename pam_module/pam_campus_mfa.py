@@ -34,5 +34,4 @@ for _package in (pam_module, policy):
         # the call.
         raise ImportError(f"the loaded {_package.__name__} package is not the one in {ROOT}")
 
-from pam_module.adapter import (CombinedConversation, Options,  # noqa: E402,F401
-                                pam_sm_authenticate, pam_sm_setcred, parse_options)
+from pam_module.adapter import pam_sm_authenticate, pam_sm_setcred  # noqa: E402,F401

@@ -10,6 +10,9 @@ import socket
 
 from .config import AuditConfig
 
+# The outcomes an audit line can carry, from the PAM module and the site alike.
+SUCCESS, FAILURE, UNAVAILABLE = "success", "failure", "unavailable"
+
 AUTHPRIV = 10
 DEBUG, INFO, WARNING = 7, 6, 4
 MAX_FIELD = 200    # user, service, source: whatever the caller sent, cut short
@@ -45,10 +48,21 @@ def send_line(config: AuditConfig, severity: int, text: str) -> None:
         pass
 
 
+# The directory that holds policy/ (the checkout, or /usr/share/campus-mfa).
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def where(err: BaseException, every_frame: bool = False) -> str:
-    """file:line of the frame that raised (or of every frame): a location, never a value."""
+    """file:line of the frame that raised (or of every frame): a location, never a value.
+    Files of this project by their path in it (policy/authd/server.py), others by name."""
     import traceback  # the error path only
 
     frames = traceback.extract_tb(err.__traceback__)
     chosen = frames if every_frame else frames[-1:]
-    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(chosen))
+    return " <- ".join(f"{_place(f.filename)}:{f.lineno}" for f in reversed(chosen))
+
+
+def _place(filename: str) -> str:
+    if filename.startswith(_PROJECT + os.sep):
+        return os.path.relpath(filename, _PROJECT)
+    return os.path.basename(filename)

@@ -5,14 +5,15 @@ typo never silently leaves a default (for example a campus set) in force.
 """
 from __future__ import annotations
 
-import errno
 import ipaddress
-import os
-import stat
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import DEFAULT_CONFIG, DEFAULT_SYSLOG, ConfigError  # noqa: F401  (re-exported)
+from .defaults import DEFAULT_CONFIG, DEFAULT_SYSLOG
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .rules.totp import TotpParams
 
 DEFAULT_PATH = DEFAULT_CONFIG
 
@@ -56,6 +57,13 @@ class TotpConfig:
     algorithm: str = "SHA1"
     window: int = 1
     max_failures: int = 10
+
+    def new_token_params(self) -> TotpParams:
+        """The parameters a token made now gets (its params entry keeps them)."""
+        from .rules.totp import TotpParams  # enrollment only, not the login path
+
+        return TotpParams(algorithm=self.algorithm, digits=self.digits, period=self.period,
+                          window=self.window)
 
 
 @dataclass(frozen=True)
@@ -285,43 +293,3 @@ def transport(uri: str, start_tls: bool) -> str:
         return LOOPBACK if ipaddress.ip_address(host).is_loopback else PLAINTEXT
     except ValueError:
         return PLAINTEXT
-
-
-def read_secret_file(path: str, key: str) -> str:
-    """Return the first line of a password or key file; errors name the key, never the value.
-
-    The file must be a regular file (a symbolic link is not followed), owned by root or by
-    the user reading it, writable by its owner only and readable by no one outside its
-    group (the site's group may read the bind password files)."""
-    def refuse(problem: str) -> ConfigError:
-        return ConfigError(f"{key} = {path!r}: {problem}")
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise refuse("is a symbolic link; name the file itself") from None
-        raise refuse(f"cannot read: {err.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse("is not a regular file")
-        if info.st_uid not in (0, os.geteuid()):
-            raise refuse(f"is owned by uid {info.st_uid}, not by root or by the user reading "
-                         f"it (uid {os.geteuid()})")
-        if info.st_mode & 0o022:
-            raise refuse(f"is writable by its group or others (mode "
-                         f"{stat.S_IMODE(info.st_mode):04o}); chmod 0640 or 0600")
-        if info.st_mode & 0o004:
-            raise refuse(f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                         "chmod 0640 or 0600")
-        line = os.read(fd, 4096).partition(b"\n")[0]
-    finally:
-        os.close(fd)
-    try:
-        value = line.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise refuse("cannot read: not UTF-8 text") from None
-    if not value:
-        raise refuse("the file is empty")
-    return value

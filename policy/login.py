@@ -1,30 +1,26 @@
-"""A login from the point of view of the second factor: the one call the PAM module makes.
+"""A login from the point of view of the second factor: the one call the PAM module makes
+(in the login process, or in campus-mfa-authd for it).
 
-evaluate() is the decision with the directory read it may need (campus and local sources
-never touch the directory); login() adds the conversation, the verification and the audit
-line. ``campus-mfa check`` runs evaluate() itself, so the helpdesk sees what PAM would do.
+The source decides first: a campus or local login never touches the directory (nor loads
+ldap3). Otherwise the user's state is read, the decision made, the code asked for and
+checked, and one audit line written. ``campus-mfa check`` runs the same decision.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
-from .audit import audit
+from .audit import FAILURE, SUCCESS, UNAVAILABLE, audit
 from .config import Config
-from .decision import CODE_REQUIRED, DENIED, EXEMPT, Decision, decide, decide_by_source
-from .network import Source, normalize_source
-from .state import Unreadable, UserState
+from .messages import (LOCKED_MESSAGE, MISMATCH_MESSAGE, PROMPT, SET_UP_MESSAGE,
+                       UNAVAILABLE_MESSAGE, backoff_message, backoff_seconds)
+from .rules.decision import CODE_REQUIRED, DENIED, EXEMPT, Decision, decide, decide_by_source
+from .rules.network import Source, normalize_source
+from .rules.state import Unreadable, UserState
 
-PROMPT = "Verification code: "
-MISMATCH_MESSAGE = "The verification code does not match."
-SET_UP_MESSAGE = ("2-step verification is required for logins from off campus. "
-                  "Set it up from the campus network first.")
-LOCKED_MESSAGE = ("Too many wrong verification codes: 2-step verification is locked. "
-                  "Ask the helpdesk to unlock it.")
-UNAVAILABLE_MESSAGE = "The verification service is unavailable. Try again later."
-
-SUCCESS, FAILURE, UNAVAILABLE = "success", "failure", "unavailable"
+if TYPE_CHECKING:  # the campus path never loads ldap3
+    from .directory.service import ServiceDirectory
 
 
 class Conversation(Protocol):
@@ -40,7 +36,7 @@ class Conversation(Protocol):
 class Evaluation:
     source: Source
     decision: Decision
-    state: UserState | Unreadable | None   # None: the directory was not consulted
+    state: UserState | Unreadable | None   # None: the source decided, no directory read
 
 
 @dataclass(frozen=True)
@@ -49,24 +45,25 @@ class LoginResult:
     reason: str
 
 
-def evaluate(config: Config, username: str, rhost: str | None, service: str, *,
-             tty: str | None = None, pid: int | None = None) -> tuple[Evaluation, object]:
-    """The decision for this login, reading the directory only if the source needs it.
-    Without PAM_RHOST the source is that of the session process ``pid`` (the PAM caller)
-    on ``tty`` (PAM_TTY) was started from (policy/session.py).
-    Returns the evaluation and the open directory (or None) for a code check to reuse."""
-    source = normalize_source(rhost)
-    if not rhost:
-        from .session import session_source  # only then: utmp and /proc are read
+def source_of(rhost: str | None, tty: str | None = None, pid: int | None = None) -> Source:
+    """PAM_RHOST as a Source; without one, the source of the session that process ``pid``
+    (the PAM caller) on ``tty`` (PAM_TTY) was started from (policy/origin.py)."""
+    if rhost:
+        return normalize_source(rhost)
+    from .origin import session_source  # only then: utmp and /proc are read
 
-        source = session_source(tty, pid)
+    return session_source(tty, pid)
+
+
+def evaluate(config: Config, username: str, source: Source,
+             directory: ServiceDirectory) -> Evaluation:
+    """The decision for ``username`` from ``source``, with the user's state read from
+    ``directory`` unless the source alone decides. The caller owns the directory."""
     by_source = decide_by_source(source, config.policy)
     if by_source is not None:
-        return Evaluation(source, by_source, None), None
-    from .directory import (Directory, DirectoryError, DirectoryUnavailable,  # off campus only
-                            UserNotFound)
+        return Evaluation(source, by_source, None)
+    from .errors import DirectoryError, DirectoryUnavailable, UserNotFound
 
-    directory = Directory(config.ldap)
     try:
         state: UserState | Unreadable = directory.read_state(
             username, config.policy.required_groups)
@@ -76,30 +73,46 @@ def evaluate(config: Config, username: str, rhost: str | None, service: str, *,
         state = Unreadable(str(err), unreachable=True)
     except DirectoryError as err:
         state = Unreadable(str(err))
-    return Evaluation(source, decide(source, state, config.policy), state), directory
+    return Evaluation(source, decide(source, state, config.policy), state)
+
+
+def check(config: Config, username: str, rhost: str) -> Evaluation:
+    """What a login of ``username`` from ``rhost`` would meet (``campus-mfa check``; an
+    empty ``rhost`` has no session to take a source from: off campus)."""
+    source = source_of(rhost)
+    by_source = decide_by_source(source, config.policy)
+    if by_source is not None:
+        return Evaluation(source, by_source, None)
+    from .directory.service import ServiceDirectory
+
+    with ServiceDirectory(config.ldap) as directory:
+        return evaluate(config, username, source, directory)
 
 
 def login(config: Config, username: str, rhost: str | None, service: str,
-          conversation: Conversation, *, tries: int = 3, code: str | None = None,
+          conversation: Conversation, *, tries: int = 3,
           clock: Callable[[], float] = time.time, tty: str | None = None,
           pid: int | None = None) -> LoginResult:
     """Decide, ask for and check the code if needed, write the audit line, and say how it
-    ended. ``code``, if given (password+code in one field), is the only attempt.
-    ``tty`` and ``pid``: PAM_TTY and the calling process, for a login without PAM_RHOST."""
-    evaluation, directory = evaluate(config, username, rhost, service, tty=tty, pid=pid)
-    try:
-        result = _finish(config, evaluation, directory, conversation, tries, code, clock)
-    finally:
-        if directory is not None:
-            directory.close()
-    audit(config.audit, user=username, service=service, source=evaluation.source,
+    ended. ``tty`` and ``pid``: PAM_TTY and the calling process, for a login without
+    PAM_RHOST."""
+    source = source_of(rhost, tty, pid)
+    by_source = decide_by_source(source, config.policy)
+    if by_source is not None:
+        result = LoginResult(SUCCESS, by_source.reason)
+    else:
+        from .directory.service import ServiceDirectory  # off campus only
+
+        with ServiceDirectory(config.ldap) as directory:
+            evaluation = evaluate(config, username, source, directory)
+            result = _finish(config, evaluation, directory, conversation, tries, clock)
+    audit(config.audit, user=username, service=service, source=source,
           outcome=result.outcome, reason=result.reason, warning=result.outcome != SUCCESS)
     return result
 
 
-def _finish(config: Config, evaluation: Evaluation, directory: object,
-            conversation: Conversation, tries: int, code: str | None,
-            clock: Callable[[], float]) -> LoginResult:
+def _finish(config: Config, evaluation: Evaluation, directory: ServiceDirectory,
+            conversation: Conversation, tries: int, clock: Callable[[], float]) -> LoginResult:
     decision = evaluation.decision
     if decision.outcome == EXEMPT:
         return LoginResult(SUCCESS, decision.reason)
@@ -111,32 +124,30 @@ def _finish(config: Config, evaluation: Evaluation, directory: object,
             conversation.error(SET_UP_MESSAGE)
         return LoginResult(FAILURE, decision.reason)
     assert decision.outcome == CODE_REQUIRED and isinstance(evaluation.state, UserState)
-    from .directory import DirectoryError
-    from .verify import verify_code
+    from .errors import DirectoryError
+    from .rules.verify import BACKOFF, LOCKED, verify_code
 
     token = evaluation.state.token
     refusals = []
     try:
-        for _ in range(1 if code is not None else tries):
-            if code is None:
-                # A person may take minutes to type: hand the LDAP connection back first,
-                # so that prompts left open cannot use up the directory's connections.
-                directory.close()
-            text = code if code is not None else \
-                conversation.ask(PROMPT, token.params.digits)
+        for _ in range(tries):
+            # A person may take minutes to type: hand the LDAP connection back first, so
+            # that prompts left open cannot use up the directory's connections.
+            directory.close()
+            text = conversation.ask(PROMPT, token.params.digits)
             if text is None:
                 refused = f"; code refused ({', '.join(refusals)})" if refusals else ""
                 return LoginResult(FAILURE, f"{decision.reason}{refused}; no code entered")
-            verdict = verify_code(directory, token, text, clock(), config.totp)
+            now = clock()
+            verdict = verify_code(directory, token, text, now, config.totp)
             if verdict.accepted:
                 return LoginResult(SUCCESS, f"{decision.reason}; code accepted")
-            if verdict.outcome == "locked":
+            if verdict.outcome == LOCKED:
                 conversation.error(LOCKED_MESSAGE)
                 return LoginResult(FAILURE, f"{decision.reason}; token locked")
-            if verdict.outcome == "backoff":
-                wait = max(1, int(verdict.retry_at - clock() + 0.999))
-                conversation.error(f"Too many wrong verification codes. "
-                                   f"Try again in {wait} seconds.")
+            if verdict.outcome == BACKOFF:
+                wait = backoff_seconds(verdict.retry_at, now)
+                conversation.error(backoff_message(wait))
                 return LoginResult(FAILURE, f"{decision.reason}; back-off, retry in {wait}s")
             refusals.append(verdict.outcome)
             conversation.error(MISMATCH_MESSAGE)

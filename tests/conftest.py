@@ -1,14 +1,21 @@
-"""Shared fixtures: one throwaway slapd per test session (never a system slapd)."""
+"""The fixtures (helpers live in tests/support/): one throwaway slapd and one authd per
+test session (never a system slapd), the PAM lab, the site."""
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 
-from pamtest import AuthdProcess
-from policy import devldap
-from utmp_support import utmp_file
+from devtools import devldap
+from enroll_web import create_app
+from policy.config import Config
+from support.pamlab import AuthdProcess, PamLab, make_lab
+from support.site import web_config
+from support.utmp import utmp_file
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,4 +69,31 @@ def fresh_user(slapd: devldap.DevLdap) -> Callable[[], tuple[str, str]]:
         password = secrets.token_urlsafe(12)
         devldap.add_user(slapd, uid, password)
         return uid, password
+    return make
+
+
+@pytest.fixture
+def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Callable) -> Iterator[PamLab]:
+    """The PAM lab (support/pamlab.py) with the module in-process (``authd=off``)."""
+    yield from make_lab(slapd, tmp_path, fresh_user, None)
+
+
+@pytest.fixture(params=["in-process", "authd"])
+def pam_both(request: pytest.FixtureRequest, slapd: devldap.DevLdap, tmp_path: Path,
+             fresh_user: Callable, authd: AuthdProcess) -> Iterator[PamLab]:
+    """The same test twice: the module in-process, then through the session's authd."""
+    if request.param == "authd":
+        yield from make_lab(slapd, tmp_path, fresh_user, authd)
+    else:
+        yield from make_lab(slapd, tmp_path, fresh_user, None, idle_authd_pid=authd.pid)
+
+
+@pytest.fixture
+def make_app(slapd: devldap.DevLdap) -> Callable[..., tuple[Flask, Config]]:
+    """Factory: the site (create_app) on the session's slapd, with some [web] and
+    ``policy=`` values changed; returns the app and its config."""
+    def make(**web: Any) -> tuple[Flask, Config]:
+        policy = web.pop("policy", None)
+        cfg = web_config(slapd, policy=policy, **web)
+        return create_app(cfg), cfg
     return make

@@ -8,7 +8,7 @@ import ldap3
 import pytest
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 
-from policy import devldap
+from devtools import devldap
 
 SUCCESS = 0
 NO_SUCH_ATTRIBUTE = 16

@@ -17,11 +17,11 @@ import time
 
 import pytest
 
-from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, OFF_CAMPUS,
-                     PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, AuthdProcess, PamLab,
-                     pam, pamtester_args)  # noqa: F401
-from policy.wire import MAX_FRAME, WireError, pack, unpack
-from utmp_support import LOGIN_PROCESS, record
+from policy.authd.wire import MAX_FRAME, WireError, pack, unpack
+from support.pamlab import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, OFF_CAMPUS,
+                            PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, AuthdProcess, PamLab,
+                            pamtester_args)
+from support.utmp import LOGIN_PROCESS, record
 
 NOBODY = 65534
 
@@ -303,10 +303,13 @@ def test_a_secret_file_error_is_met_by_the_module_itself(pam):
 
 
 def test_an_authd_killed_mid_conversation_fails_the_login_closed(pam):
+    """The module never loaded the config (the authd did the work), so its line goes to
+    syslog_socket=, as for any login the module refuses on its own."""
     user = pam.enrolled()
     own = AuthdProcess()
     try:
-        service = pam.service(stack=stack(pam.config(), own.path))
+        service = pam.service(stack=stack(pam.config(), own.path,
+                                          f"syslog_socket={pam.syslog.path}"))
         proc = subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -337,14 +340,14 @@ def test_an_exception_in_a_login_is_reported_by_type_and_place_only(pam, monkeyp
     """In-process authd (so that login can be made to raise): no message, no value."""
     import threading
 
-    import policy.authd
+    import policy.authd.server
 
     def exploding_login(config, user, rhost, service, conversation, **kwargs):
         raise KeyError("secret JBSWY3DPEHPK3PXP and code 246810")
 
-    monkeypatch.setattr(policy.authd, "login", exploding_login)
+    monkeypatch.setattr(policy.authd.server, "login", exploding_login)
     sock_dir = tempfile.mkdtemp(prefix="cmfa-authd-", dir="/tmp")
-    server = policy.authd.Server(os.path.join(sock_dir, "authd.sock"))
+    server = policy.authd.server.Server(os.path.join(sock_dir, "authd.sock"))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -356,8 +359,9 @@ def test_an_exception_in_a_login_is_reported_by_type_and_place_only(pam, monkeyp
         thread.join(timeout=10)
         shutil.rmtree(sock_dir)
     err = capsys.readouterr().err
-    assert re.fullmatch(r"campus-mfa-authd: internal error: KeyError at test_authd\.py:\d+ "
-                        r"<- authd\.py:\d+ <- socketserver\.py:\d+ .*\n", err), err
+    assert re.fullmatch(r"campus-mfa-authd: internal error: KeyError at tests/test_authd\.py:"
+                        r"\d+ <- policy/authd/server\.py:\d+ <- socketserver\.py:\d+ .*\n",
+                        err), err
     assert "JBSWY3DP" not in err and "246810" not in err
 
 

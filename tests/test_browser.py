@@ -19,9 +19,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
-import weblab
-from policy import devldap
-from sitelab import HOST, Site, ask, deployed, gunicorn, wait_until_serving
+from devtools import devldap
+from support import weblab
+from support.sitelab import HOST, Site, ask, deployed, gunicorn, wait_until_serving
 
 pytestmark = pytest.mark.slapd
 
@@ -168,7 +168,7 @@ def test_admin_reset_ends_a_session_over_https(site, fresh_user):
     again = client.get("/mfa")
     assert again.status == 302 and again.location.startswith("/login")
     site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_CAMPUS} "
-                    'outcome=refused reason="session ended: 2-step verification changed '
+                    'outcome=failure reason="session ended: 2-step verification changed '
                     'since sign-in"')
 
 
@@ -185,7 +185,7 @@ def test_nginx_replaces_a_forged_forwarded_for(site, fresh_user):
     assert refused.status == 403 and "available from the campus network only" in refused.body
     seen = f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
     site.audit_line(seen + 'outcome=success reason="password accepted"')
-    site.audit_line(seen + 'outcome=refused reason="portal.user_info from off campus"')
+    site.audit_line(seen + 'outcome=failure reason="portal.user_info from off campus"')
 
     campus = site.client("campus")
     claims_off = {"X-Forwarded-For": weblab.CLIENT_OFF}

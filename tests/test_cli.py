@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from policy.config import load_config
-from policy.directory import Directory, EntryError
-from policy.totp import TotpParams, new_secret, to_base32
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.errors import EntryError
+from policy.rules.totp import TotpParams, new_secret, to_base32
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +121,7 @@ def test_purge_pending_deletes_only_old_unconfirmed_tokens(slapd, fresh_user):
     uid, _ = fresh_user()
     config = load_config(slapd.config_path)
     old = time.time() - 3 * 86400
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         abandoned = writer.create_pending_token(new_secret(), TotpParams(), 10, old)
         recent = writer.create_pending_token(new_secret(), TotpParams(), 10, time.time())
         linked = writer.create_pending_token(new_secret(), TotpParams(), 10, old)
@@ -129,7 +130,7 @@ def test_purge_pending_deletes_only_old_unconfirmed_tokens(slapd, fresh_user):
     assert out.returncode == 0, out.stderr
     deleted = re.fullmatch(r"(\d+) unconfirmed token\(s\) deleted\n", out.stdout)
     assert deleted and int(deleted.group(1)) >= 1  # other tests may leave old ones too
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         with pytest.raises(EntryError, match="does not exist"):
             writer.read_token(abandoned)
         assert writer.read_token(recent).dn == recent

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from policy.config import ConfigError, load_config, read_secret_file
+from policy.config import load_config
+from policy.errors import ConfigError
+from policy.secret_file import read_secret_file
 
 SHIPPED = Path(__file__).resolve().parent.parent / "packaging" / "campus-mfa.toml"
 

@@ -23,15 +23,15 @@ import stat
 import subprocess
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
-from policy import devldap
+from devtools import devldap
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
@@ -315,16 +315,16 @@ def test_make_deb_builds_the_three_packages_with_their_files(debs: Debs) -> None
     pam = deb_files(debs.debs["libpam-campus-mfa"])
     enroll = deb_files(debs.debs["campus-mfa-enroll"])
     assert {"/usr/sbin/campus-mfa", "/usr/share/man/man8/campus-mfa.8.gz",
-            "/etc/campus-mfa/campus-mfa.toml", "/usr/share/campus-mfa/policy/cli.py",
+            "/etc/campus-mfa/campus-mfa.toml", "/usr/share/campus-mfa/policy/admin/cli.py",
             "/usr/share/campus-mfa/ldap/acl.ldif", "/usr/share/campus-mfa/ldap/otp-module.ldif",
             "/usr/share/campus-mfa/ldap/example-tree.ldif"} <= common
     # Developer tools stay in the checkout.
-    assert not {"/usr/share/campus-mfa/policy/devldap.py",
-                "/usr/share/campus-mfa/policy/demo.py"} & common
+    assert not [f for f in common | pam | enroll if "devtools" in f or "devldap" in f]
     assert {"/usr/share/campus-mfa/pam_module/pam_campus_mfa.py",
             "/usr/share/pam-configs/campus-mfa", str(HELPER_UNIT), str(HELPER_LAUNCHER)} <= pam
     # The authd's code is the policy package of campus-mfa-common.
-    assert "/usr/share/campus-mfa/policy/authd.py" in common
+    assert {"/usr/share/campus-mfa/policy/authd/server.py",
+            "/usr/share/campus-mfa/policy/authd/client.py"} <= common
     assert not [f for f in pam if "/policy/" in f]
     assert {"/usr/share/campus-mfa/enroll_web/__init__.py",
             "/usr/share/campus-mfa/enroll_web/templates/login.html",
@@ -579,9 +579,9 @@ def _log_tail(log: Any) -> str:
 # -- 4b: the authd under its unit's command line -------------------------------------------
 
 def installed_authd_socket() -> str:
-    """The module's default authd= (policy.AUTHD_SOCKET) as the installed code has it."""
+    """The module's default authd= (policy.defaults.AUTHD_SOCKET) as the installed code has it."""
     return run("/usr/bin/python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-               "import policy; print(policy.AUTHD_SOCKET)", str(SHARE)).stdout.strip()
+               "from policy.defaults import AUTHD_SOCKET; print(AUTHD_SOCKET)", str(SHARE)).stdout.strip()
 
 
 def test_authd_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(

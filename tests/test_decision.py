@@ -6,10 +6,10 @@ import ipaddress
 import pytest
 
 from policy.config import PolicyConfig
-from policy.decision import CODE_REQUIRED, DENIED, EXEMPT, decide, decide_by_source
-from policy.network import Source, normalize_source
-from policy.state import Token, Unreadable, UserState
-from policy.totp import TotpParams
+from policy.rules.decision import CODE_REQUIRED, DENIED, EXEMPT, decide, decide_by_source
+from policy.rules.network import Source, normalize_source
+from policy.rules.state import Token, Unreadable, UserState
+from policy.rules.totp import TotpParams
 
 POLICY = PolicyConfig(campus_networks=("192.0.2.0/24", "2001:db8:c0::/48"))
 

@@ -7,7 +7,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from policy import devldap
+from devtools import devldap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def pamtester(rhost, user, answer=""):
 
 def test_demo_runs_and_cleans_up_after_ctrl_c():
     port = devldap.free_port()
-    demo = subprocess.Popen(["/usr/bin/python3", "-m", "policy.demo", "--port", str(port)],
+    demo = subprocess.Popen(["/usr/bin/python3", "-m", "devtools.demo", "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines = []

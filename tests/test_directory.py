@@ -6,12 +6,13 @@ import time
 import ldap3
 import pytest
 
-from policy import devldap
+from devtools import devldap
 from policy.config import load_config, parse_config
-from policy.directory import Directory, DirectoryError, DirectoryUnavailable, EntryError, \
-    UserNotFound
-from policy.totp import TotpParams, code_at_step, new_secret
-from policy.verify import FREE_FAILURES, verify_code
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.directory.service import ServiceDirectory
+from policy.errors import DirectoryError, DirectoryUnavailable, EntryError, UserNotFound
+from policy.rules.totp import TotpParams, code_at_step, new_secret
+from policy.rules.verify import FREE_FAILURES, verify_code
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def enrolled(config, fresh_user):
     """A user with a linked token; returns (uid, secret)."""
     uid, _ = fresh_user()
     secret = new_secret()
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         dn = writer.create_pending_token(secret, TotpParams(), 10, time.time())
         writer.link_token(writer.read_state(uid), dn, 0)
     return uid, secret
@@ -37,7 +38,7 @@ def admin(slapd):
 
 
 def test_demo_users_start_without_role_or_token(config):
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         for name in ("alice", "bob"):
             state = directory.read_state(name, (config.ldap.role_group,))
             assert state.dn == f"uid={name},ou=people,dc=example,dc=edu"
@@ -49,7 +50,7 @@ def test_demo_users_start_without_role_or_token(config):
     "alice*", "*", "*)(uid=*", "alice)(uid=bob", " alice", "alice ", "al ice", "alice\x00",
     "alice\n", "x" * 257, "", "\\2a", "a\u200bb"])
 def test_hostile_usernames_never_load_anyone(config, hostile):
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         with pytest.raises(UserNotFound, match="^(not an acceptable user name|no directory "
                                                "entry for the user)$"):
             directory.read_state(hostile)
@@ -58,7 +59,7 @@ def test_hostile_usernames_never_load_anyone(config, hostile):
 def test_ambiguous_user_filter_is_an_error_not_a_user(slapd, config, tmp_path):
     broad = parse_config({**_raw(config), "ldap": {**_raw(config)["ldap"],
                           "user_filter": "(|(uid={username})(uid=bob))"}}, "x")
-    with Directory(broad.ldap) as directory:
+    with ServiceDirectory(broad.ldap) as directory:
         with pytest.raises(EntryError, match="more than one"):
             directory.read_state("alice")
 
@@ -66,7 +67,7 @@ def test_ambiguous_user_filter_is_an_error_not_a_user(slapd, config, tmp_path):
 def test_pending_token_changes_nothing_until_linked(config, fresh_user):
     uid, _ = fresh_user()
     secret = new_secret()
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         dn = writer.create_pending_token(secret, TotpParams("SHA256", 8, 60, 2), 7, 1000.0)
         assert writer.read_state(uid).token is None
         token = writer.read_token(dn)
@@ -74,14 +75,14 @@ def test_pending_token_changes_nothing_until_linked(config, fresh_user):
             (secret, TotpParams("SHA256", 8, 60, 2), 7)
         assert (token.last_step, token.failures, token.last_failure) == (0, 0, None)
         writer.link_token(writer.read_state(uid), dn, 1234)
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         state = reader.read_state(uid)
     assert state.token.dn == dn and state.token.last_step == 1234
 
 
 def test_replacing_a_token_deletes_the_old_one_and_disable_unlinks(config, enrolled):
     uid, _ = enrolled
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         old = writer.read_state(uid).token
         new = writer.create_pending_token(new_secret(), TotpParams(), 10, time.time())
         writer.link_token(writer.read_state(uid), new, 5)
@@ -96,7 +97,7 @@ def test_replacing_a_token_deletes_the_old_one_and_disable_unlinks(config, enrol
 
 def test_role_membership(config, fresh_user):
     uid, _ = fresh_user()
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         dn = writer.read_state(uid).dn
         writer.set_role(dn, True)
         writer.set_role(dn, True)  # twice is fine
@@ -108,19 +109,23 @@ def test_role_membership(config, fresh_user):
 
 
 def test_service_dn_cannot_enroll(config, fresh_user):
-    with Directory(config.ldap) as reader:
+    """ServiceDirectory has no writes; the ACL refuses them to the service DN too."""
+    class WritesAsTheServiceDN(EnrollmentDirectory):
+        credentials = ServiceDirectory.credentials
+
+    with WritesAsTheServiceDN(config.ldap) as directory:
         with pytest.raises(DirectoryError, match="insufficientAccessRights"):
-            reader.create_pending_token(new_secret(), TotpParams(), 10, time.time())
+            directory.create_pending_token(new_secret(), TotpParams(), 10, time.time())
 
 
 def test_success_is_compare_and_swap_exactly_one_of_twenty(config, enrolled):
     uid, _ = enrolled
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         token = reader.read_state(uid).token
     wins = []
 
     def attempt():
-        with Directory(config.ldap) as directory:
+        with ServiceDirectory(config.ldap) as directory:
             wins.append(directory.record_success(token, 99, time.time()))
 
     threads = [threading.Thread(target=attempt) for _ in range(20)]
@@ -129,7 +134,7 @@ def test_success_is_compare_and_swap_exactly_one_of_twenty(config, enrolled):
     for thread in threads:
         thread.join()
     assert sorted(wins) == [False] * 19 + [True]
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         assert reader.read_state(uid).token.last_step == 99
 
 
@@ -138,14 +143,14 @@ def test_parallel_guesses_cannot_outrun_the_backoff_and_unlock_clears(config, en
     increment of the shared counter first, so exactly FREE_FAILURES are checked (and
     counted); the back-off refuses the rest unchecked."""
     uid, _ = enrolled
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         token = reader.read_state(uid).token
     now = float(int(time.time()))  # one instant for all: the back-off is then exact
     barrier = threading.Barrier(20)
     verdicts = []
 
     def guess():
-        with Directory(config.ldap) as directory:
+        with ServiceDirectory(config.ldap) as directory:
             directory.conn  # connect before the race starts
             barrier.wait()
             verdicts.append(verify_code(directory, token, "000000", now, config.totp).outcome)
@@ -156,10 +161,10 @@ def test_parallel_guesses_cannot_outrun_the_backoff_and_unlock_clears(config, en
     for thread in threads:
         thread.join()
     assert sorted(verdicts) == ["backoff"] * (20 - FREE_FAILURES) + ["mismatch"] * FREE_FAILURES
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         after = reader.read_state(uid).token
         assert after.failures == FREE_FAILURES and after.last_failure == int(now)
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         writer.reset_failures(after.dn)
         assert (writer.read_token(after.dn).failures,
                 writer.read_token(after.dn).last_failure) == (0, None)
@@ -169,7 +174,7 @@ def test_verify_code_accepts_once_then_refuses_replay_and_older(config, enrolled
     uid, secret = enrolled
     now = time.time()
     step = int(now // 30)
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         token = directory.read_state(uid).token
         code = code_at_step(secret, step, token.params)
         assert verify_code(directory, token, code, now, config.totp).outcome == "accepted"
@@ -186,7 +191,7 @@ def test_verify_code_accepts_once_then_refuses_replay_and_older(config, enrolled
 def test_verify_code_backoff_then_lock(config, enrolled):
     uid, secret = enrolled
     now = time.time()
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         token = directory.read_state(uid).token
         for _ in range(FREE_FAILURES):
             token = directory.read_token(token.dn)
@@ -208,7 +213,7 @@ def test_verify_code_backoff_then_lock(config, enrolled):
 
 def test_malformed_token_entries_are_errors(slapd, config, enrolled):
     uid, _ = enrolled
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         dn = reader.read_state(uid).token.dn
     conn = admin(slapd)
     for changes, message in (
@@ -216,7 +221,7 @@ def test_malformed_token_entries_are_errors(slapd, config, enrolled):
             ({"oathSecret": [(ldap3.MODIFY_REPLACE, [b"short"])]}, "shorter than 128 bits"),
             ({"oathSecret": [(ldap3.MODIFY_DELETE, [])]}, "oathSecret must have exactly one")):
         assert conn.modify(dn, changes), conn.result
-        with Directory(config.ldap) as reader:
+        with ServiceDirectory(config.ldap) as reader:
             with pytest.raises(EntryError, match=message):
                 reader.read_state(uid)
     conn.unbind()
@@ -229,7 +234,7 @@ def test_token_link_outside_token_base_is_refused(slapd, config, fresh_user):
         "objectClass": [(ldap3.MODIFY_ADD, ["oathTOTPUser"])],
         "oathTOTPToken": [(ldap3.MODIFY_ADD, ["uid=bob,ou=people,dc=example,dc=edu"])]})
     conn.unbind()
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         with pytest.raises(EntryError, match="not under ou=tokens"):
             reader.read_state(uid)
 
@@ -238,7 +243,7 @@ def test_an_unreachable_directory_is_unavailable_after_trying_each_server(config
     port = devldap.free_port()
     dead = parse_config({**_raw(config), "ldap": {**_raw(config)["ldap"], "timeout": 1,
                          "uris": [f"ldap://127.0.0.1:{port}", f"ldap://127.0.0.2:{port}"]}}, "x")
-    with Directory(dead.ldap) as directory:
+    with ServiceDirectory(dead.ldap) as directory:
         with pytest.raises(DirectoryUnavailable, match=(
                 rf"^no server answered: ldap://127\.0\.0\.1:{port}: connect: .*Connection "
                 rf"refused; ldap://127\.0\.0\.2:{port}: connect: .*Connection refused$")):
@@ -250,7 +255,7 @@ def test_failover_to_the_second_server(config):
     raw = _raw(config)
     pool = parse_config({**raw, "ldap": {**raw["ldap"],
                          "uris": [f"ldap://127.0.0.1:{port}"] + list(raw["ldap"]["uris"])}}, "x")
-    with Directory(pool.ldap) as directory:
+    with ServiceDirectory(pool.ldap) as directory:
         assert directory.read_state("alice").username == "alice"
 
 
@@ -263,7 +268,7 @@ def test_wrong_service_password_is_an_error_not_an_outage_and_says_no_password(c
     wrong.chmod(0o600)
     raw = _raw(config)
     bad = parse_config({**raw, "ldap": {**raw["ldap"], "bind_password_file": str(wrong)}}, "x")
-    with Directory(bad.ldap) as directory:
+    with ServiceDirectory(bad.ldap) as directory:
         with pytest.raises(DirectoryError, match="refused: invalid credentials") as raised:
             directory.read_state("alice")
     assert not isinstance(raised.value, DirectoryUnavailable)
@@ -273,7 +278,7 @@ def test_wrong_service_password_is_an_error_not_an_outage_and_says_no_password(c
 
 def test_check_password(config, fresh_user):
     uid, password = fresh_user()
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         assert directory.check_password(uid, password) is True
         assert directory.check_password(uid, password + "x") is False
         assert directory.check_password(uid, "") is False
@@ -310,13 +315,13 @@ olcLimits: dn.exact="{devldap.SERVICE_DN}" size=1
         raw = _raw(load_config(handle.config_path))
         by_cn = parse_config({**raw, "ldap": {
             **raw["ldap"], "user_filter": "(&(objectClass=inetOrgPerson)(cn={username}))"}}, "x")
-        with Directory(by_cn.ldap) as directory:
+        with ServiceDirectory(by_cn.ldap) as directory:
             with pytest.raises(DirectoryError, match=r"the server stopped the search early "
                                                      r"\(sizeLimitExceeded\) after 1 entries") \
                     as raised:
                 directory.read_state("twin")
         assert raised.value.code == 4 and not isinstance(raised.value, DirectoryUnavailable)
-        with Directory(load_config(handle.config_path).ldap) as directory:
+        with ServiceDirectory(load_config(handle.config_path).ldap) as directory:
             assert directory.read_state("twin-a").username == "twin-a"  # one match: fine
     finally:
         devldap.stop(handle.dir)
@@ -326,18 +331,18 @@ def test_group_membership_is_compared_by_the_server_in_any_spelling(config, fres
     uid, _ = fresh_user()
     spellings = (config.ldap.role_group, config.ldap.role_group.upper(),
                  ", ".join(config.ldap.role_group.split(",")))
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         writer.set_role(writer.find_user(uid)[0], True)
         state = writer.read_state(uid, spellings)
     assert [state.in_group(dn) for dn in spellings] == [True, True, True]
     with pytest.raises(KeyError):  # a group nobody asked about is a bug, not "no"
         state.in_group("cn=other,ou=groups,dc=example,dc=edu")
-    with Directory(config.ldap) as reader:
+    with ServiceDirectory(config.ldap) as reader:
         with pytest.raises(DirectoryError, match=r"compare cn=gone,ou=groups,dc=example,dc=edu: "
                                                  r"noSuchObject") as raised:
             reader.read_state(uid, ("cn=gone,ou=groups,dc=example,dc=edu",))
     assert raised.value.code == 32
-    with Directory(config.ldap, write=True) as writer:
+    with EnrollmentDirectory(config.ldap) as writer:
         writer.set_role(writer.find_user(uid)[0], False)  # the role group as it was
 
 
@@ -346,7 +351,7 @@ def test_ldapi_needs_no_start_tls(slapd):
     raw = _raw(load_config(slapd.config_path))
     local = parse_config({**raw, "ldap": {**raw["ldap"], "uris": [slapd.ldapi_uri],
                                           "start_tls": True}}, "x")
-    with Directory(local.ldap) as directory:
+    with ServiceDirectory(local.ldap) as directory:
         assert directory.read_state("alice").dn == f"uid=alice,{devldap.PEOPLE_DN}"
 
 
@@ -357,7 +362,7 @@ def test_start_tls_is_attempted_by_default(slapd):
     del raw["ldap"]["start_tls"]
     default = parse_config(raw, "x")
     assert default.ldap.start_tls is True
-    with Directory(default.ldap) as directory:
+    with ServiceDirectory(default.ldap) as directory:
         with pytest.raises(DirectoryUnavailable, match=r": StartTLS: protocolError \(2\): "
                                                        r"unsupported extended operation"):
             directory.read_state("alice")
@@ -371,7 +376,7 @@ def test_the_stricter_of_the_config_and_the_token_counts(config, enrolled):
     uid, secret = enrolled
     strict = dataclasses.replace(config.totp, window=0, max_failures=3)
     now = time.time()
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         token = directory.read_state(uid).token
         assert (token.params.window, token.max_failures) == (1, 10)
         previous = code_at_step(secret, int(now // 30) - 1, token.params)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from pamtest import (AUTH_ERR, CAMPUS_ADDRESS, CODE_PROMPT, MODULE, OFF_CAMPUS, PYTHON, ROOT,
-                     SUCCESS, UNAVAIL, UNAVAILABLE_MESSAGE, PamLab, clean_env, dump_toml,
-                     pam, pam_both)  # noqa: F401
-from policy import devldap
+from devtools import devldap
+from support.pamlab import (AUTH_ERR, CAMPUS_ADDRESS, CODE_PROMPT, MODULE, OFF_CAMPUS, PYTHON,
+                            ROOT, SUCCESS, UNAVAIL, UNAVAILABLE_MESSAGE, PamLab, clean_env,
+                            dump_toml)
 
 
 def pid_of(line: str) -> int:
@@ -289,13 +289,13 @@ def test_exception_while_checking_a_code_is_caught_logged_and_refused(pam, tmp_p
     user = pam.enrolled()
     code = user.code()
     path = shim(tmp_path, """\
-        import policy.verify
-        from policy.totp import to_base32
+        import policy.rules.verify
+        from policy.rules.totp import to_base32
 
         def exploding_matching_step(secret, code, params, now):
             raise ValueError(f"cannot check {code} against {to_base32(secret)} {secret!r}")
 
-        policy.verify.matching_step = exploding_matching_step
+        policy.rules.verify.matching_step = exploding_matching_step
         """)
     config = pam.config()
     service = pam.service(stack=f"auth required pam_python.so {path} config={config} debug\n")

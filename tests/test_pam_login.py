@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from pamtest import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CAMPUS_ADDRESS, CODE_PROMPT,
-                     MISMATCH, OFF_CAMPUS, PYTHON, ROOT, SUCCESS, UNAVAIL, pam_both,  # noqa: F401
-                     pamtester_args, service_name)
-from policy import devldap
-from policy.login import LOCKED_MESSAGE, SET_UP_MESSAGE
-from policy.totp import TotpParams
-from utmp_support import USER_PROCESS
+from devtools import devldap
+from policy.messages import LOCKED_MESSAGE, SET_UP_MESSAGE
+from policy.rules.totp import TotpParams
+from support.pamlab import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CAMPUS_ADDRESS, CODE_PROMPT,
+                            MISMATCH, OFF_CAMPUS, PYTHON, ROOT, SUCCESS, UNAVAIL, pamtester_args,
+                            service_name)
+from support.utmp import USER_PROCESS
 
 ON = "2-step verification is on"
 

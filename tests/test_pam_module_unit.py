@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pamtest import MODULE, ROOT, SyslogListener, Tripwire, dump_toml, parse_audit
 import policy.login
+from pam_module import adapter
 from policy.login import LoginResult
+from support.pamlab import MODULE, ROOT, SyslogListener, Tripwire, dump_toml, parse_audit
 
 SUCCESS, AUTH_ERR, AUTHINFO_UNAVAIL, CONV_ERR = 1001, 1002, 1003, 1019
 
@@ -145,7 +146,7 @@ OPTIONS = [  # (arguments after the module path, fields that differ from DEFAULT
 
 @pytest.mark.parametrize("args, expected", OPTIONS)
 def test_parse_options(args, expected):
-    assert mod.parse_options(args) == mod.Options(**(DEFAULTS | expected))
+    assert adapter.parse_options(args) == adapter.Options(**(DEFAULTS | expected))
 
 
 def test_sys_path_puts_root_first_and_drops_what_the_environment_added(tmp_path):
@@ -243,7 +244,7 @@ def test_an_exception_returns_auth_err_and_logs_no_value(monkeypatch, config, sy
     assert code == AUTH_ERR
     lines = syslog.wait_for(3)  # debug: the options, the traceback; then the audit line
     reason = parse_audit([line for line in lines if "debug:" not in line][0])["reason"]
-    assert reason.startswith("internal error: KeyError at test_pam_module_unit.py:")
+    assert reason.startswith("internal error: KeyError at tests/test_pam_module_unit.py:")
     assert not any("246810" in line or "JBSWY3DP" in line for line in lines)
 
 
@@ -276,7 +277,7 @@ def test_only_auth_entry_points_exist():
 
 def test_combined_splits_only_when_asked_and_only_once():
     pamh = FakePamh(authtok="hunter2-pw123456")
-    conversation = mod.CombinedConversation(pamh, silent=False)
+    conversation = adapter.CombinedConversation(pamh, silent=False)
     assert pamh.authtok == "hunter2-pw123456"  # nothing changes until a code is asked for
     assert conversation.ask("Verification code: ", 6) == "123456"
     assert pamh.authtok == "hunter2-pw"
@@ -287,7 +288,9 @@ def test_combined_splits_only_when_asked_and_only_once():
 
 def test_combined_asks_for_the_password_when_no_module_did():
     pamh = FakePamh(answers=("pw87654321",))
-    conversation = mod.CombinedConversation(pamh, silent=False)
+    conversation = adapter.CombinedConversation(pamh, silent=False)
+    assert pamh.prompts == []  # asking is read_password's job, not the constructor's
+    conversation.read_password()
     assert (pamh.prompts, pamh.authtok) == (["Password: "], "pw87654321")
     assert conversation.ask("Verification code: ", 8) == "87654321"
     assert pamh.authtok == "pw"
@@ -295,7 +298,8 @@ def test_combined_asks_for_the_password_when_no_module_did():
 
 def test_combined_without_an_answer_leaves_authtok_unset():
     pamh = FakePamh()
-    conversation = mod.CombinedConversation(pamh, silent=False)
+    conversation = adapter.CombinedConversation(pamh, silent=False)
+    conversation.read_password()
     assert pamh.authtok is None
     assert conversation.ask("Verification code: ", 6) is None
 

@@ -11,11 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pamtest import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODULE,
-                     OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, pam_both,  # noqa: F401
-                     service_name)
-from policy.totp import TotpParams
-from utmp_support import USER_PROCESS
+from policy.rules.totp import TotpParams
+from support.pamlab import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODULE,
+                            OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, service_name)
+from support.utmp import USER_PROCESS
 
 DOC = ROOT / "README.md"
 INSTALLED = "/usr/share/campus-mfa/pam_module/pam_campus_mfa.py"
@@ -25,6 +24,8 @@ PASSWORD_PROMPT = "Password: "
 @pytest.fixture
 def pam(pam_both: PamLab) -> PamLab:
     return pam_both
+
+
 FAILED = "pamtester: Authentication failure\n"
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from policy.session import (MAX_RECORDS, RECORD, USER_PROCESS, read_utmp, session_source,
-                            utmp_source)
-from utmp_support import DEAD_PROCESS, LOGIN_PROCESS, put_record
+from policy.origin import MAX_RECORDS, RECORD, USER_PROCESS, read_utmp, session_source, utmp_source
+from support.utmp import DEAD_PROCESS, LOGIN_PROCESS, put_record
 
 NOBODY = 65534
 

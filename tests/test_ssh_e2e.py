@@ -55,15 +55,15 @@ from pathlib import Path
 import pexpect
 import pytest
 
-import sitelab
-import weblab
-from pamtest import AuthdProcess
-from policy import devldap
+from support import sitelab
+from support import weblab
+from support.pamlab import AuthdProcess
+from devtools import devldap
 from policy.config import load_config
-from policy.directory import Directory
-from policy.login import MISMATCH_MESSAGE, SET_UP_MESSAGE, UNAVAILABLE_MESSAGE
-from policy.session import USER_PROCESS, read_utmp
-from policy.totp import TotpParams, new_secret, to_base32
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.messages import MISMATCH_MESSAGE, SET_UP_MESSAGE, UNAVAILABLE_MESSAGE
+from policy.origin import USER_PROCESS, read_utmp
+from policy.rules.totp import TotpParams, new_secret, to_base32
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
@@ -592,7 +592,7 @@ def make_user(h: Harness):  # type: ignore[no-untyped-def]
         user = User(name, password)
         if token:
             secret = new_secret()
-            with Directory(load_config(ldap.config_path).ldap, write=True) as directory:
+            with EnrollmentDirectory(load_config(ldap.config_path).ldap) as directory:
                 dn = directory.create_pending_token(secret, TotpParams(), 10, time.time())
                 directory.link_token(directory.read_state(name), dn, 0)
             user.secret = to_base32(secret)

@@ -4,9 +4,10 @@ import gc
 
 import pytest
 
-from policy import devldap
+from devtools import devldap
 from policy.config import load_config
-from policy.directory import Directory, DirectoryUnavailable
+from policy.directory.service import ServiceDirectory
+from policy.errors import DirectoryUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def tls_slapd(tmp_path_factory):
 def test_start_tls_with_the_right_ca_works(tls_slapd):
     config = load_config(tls_slapd.config_path)
     assert config.ldap.start_tls and config.ldap.ca_file.endswith("ca.pem")
-    with Directory(config.ldap) as directory:
+    with ServiceDirectory(config.ldap) as directory:
         assert directory.read_state("alice").username == "alice"
 
 
@@ -37,7 +38,7 @@ def test_a_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp_path):
     config = load_config(tls_slapd.config_path)
     for ca_file in ("", "/etc/ssl/certs/ca-certificates.crt"):  # system CAs don't know it
         ldap = dataclasses.replace(config.ldap, ca_file=ca_file)
-        with Directory(ldap) as directory:
+        with ServiceDirectory(ldap) as directory:
             with pytest.raises(DirectoryUnavailable, match=r": StartTLS: .*certificate verify "
                                                            r"failed"):
                 directory.read_state("alice")
@@ -49,7 +50,7 @@ def test_a_certificate_for_another_name_is_refused(tls_slapd):
     config = load_config(tls_slapd.config_path)
     port = tls_slapd.uri.rsplit(":", 1)[1]
     ldap = dataclasses.replace(config.ldap, uris=(f"ldap://localhost:{port}",))
-    with Directory(ldap) as directory:
+    with ServiceDirectory(ldap) as directory:
         with pytest.raises(DirectoryUnavailable, match="doesn't match any name"):
             directory.read_state("bob")
     gc.collect()  # collect ldap3's wrapper here, under this test's filter

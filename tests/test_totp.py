@@ -4,8 +4,8 @@ import urllib.parse
 
 import pytest
 
-from policy import totp
-from policy.totp import TotpParams
+from policy.rules import totp
+from policy.rules.totp import TotpParams
 
 RFC_SECRETS = {  # RFC 6238 appendix B: the seed is ASCII "1234567890" repeated to the hash size
     "SHA1": b"12345678901234567890",

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from policy.directory import Directory
-from policy.login import MISMATCH_MESSAGE, SET_UP_MESSAGE, login as pam_login
-from web_support import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login, make_app,
-                         post_form, read_state, shown_secret, start_setup)
-
-__all__ = ["make_app"]  # the fixture, imported for pytest
+from policy.directory.service import ServiceDirectory
+from policy.login import login as pam_login
+from policy.messages import MISMATCH_MESSAGE, SET_UP_MESSAGE
+from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
+                          post_form, read_state, shown_secret, start_setup)
 
 pytestmark = pytest.mark.slapd
 CAMPUS_ONLY = "available from the campus network only"
@@ -188,7 +187,7 @@ def test_replacing_a_token_needs_a_current_code(make_app, fresh_user):
     assert post_form(client, "/mfa/confirm", {"code": new_code}).status_code == 302
     token = read_state(cfg, uid).token
     assert token.secret == new_codes.secret and token.dn != old.dn
-    with Directory(cfg.ldap) as directory:  # the old token entry is gone
+    with ServiceDirectory(cfg.ldap) as directory:  # the old token entry is gone
         with pytest.raises(Exception, match="does not exist"):
             directory.read_token(old.dn)
 

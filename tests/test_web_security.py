@@ -12,16 +12,14 @@ from pathlib import Path
 import pytest
 
 import enroll_web.mfa
+from devtools import devldap
 from enroll_web import create_app
-from enroll_web.auth import LOGIN_FAILED
-from policy import devldap
-from policy.directory import Directory
-from policy.totp import to_base32
-from web_support import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
-                         make_app, post_form, session_cookie, shown_secret, start_setup,
-                         stored_session, web_config)
-
-__all__ = ["make_app"]
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.messages import LOGIN_FAILED
+from policy.rules.totp import to_base32
+from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
+                          post_form, session_cookie, shown_secret, start_setup, stored_session,
+                          web_config)
 
 pytestmark = pytest.mark.slapd
 POSTS = ["/login", "/logout", "/verify", "/user-info/role", "/mfa/setup", "/mfa/confirm",
@@ -139,7 +137,7 @@ def test_login_starts_a_new_session(make_app):
 def test_empty_password_is_refused_before_any_bind(make_app, monkeypatch):
     app, _ = make_app()
     binds = []
-    monkeypatch.setattr(Directory, "_open", lambda self, *a: binds.append(a))
+    monkeypatch.setattr(EnrollmentDirectory, "open", lambda self, *a: binds.append(a))
     client = client_at(app, CAMPUS)
     response = login(client, "alice", "")
     assert response.status_code == 200 and LOGIN_FAILED in text(response)

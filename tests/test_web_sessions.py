@@ -14,13 +14,11 @@ import pytest
 from flask import request
 
 from enroll_web import create_app
-from enroll_web.context import SESSION_ENDED_MESSAGE
 from enroll_web.sessions import KEY_PREFIX, SESSION_FILE_THRESHOLD
-from policy.config import ConfigError
-from web_support import (CAMPUS, client_at, enroll, login, make_app, post_form, read_state,
-                         session_cookie, session_id, stored_session, web_config)
-
-__all__ = ["make_app"]
+from policy.errors import ConfigError
+from policy.messages import SESSION_ENDED_MESSAGE
+from support.site import (CAMPUS, client_at, enroll, login, post_form, read_state, session_cookie,
+                          session_id, stored_session, web_config)
 
 pytestmark = pytest.mark.slapd
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,11 +5,14 @@ code used over SSH cannot be used again on the site, and failures count everywhe
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-from .config import TotpConfig
-from .directory import CAS_RETRIES, Directory, DirectoryError
+from ..config import TotpConfig
+from ..errors import DirectoryError
 from .state import Token
 from .totp import matching_step, parse_code
+
+CAS_RETRIES = 8  # attempts counted by others in a row before this one gives up
 
 # The first failures cost nothing (a conversation's worth of typos); each one after that
 # doubles the wait before the next code is even looked at: 1, 2, 4, 8 ... seconds.
@@ -46,7 +49,19 @@ def stricter(token: Token, totp: TotpConfig) -> Token:
                    max_failures=min(token.max_failures, totp.max_failures))
 
 
-def verify_code(directory: Directory, token: Token, text: str, now: float,
+class TokenStore(Protocol):
+    """Where a token's shared counters live (policy.directory.service.ServiceDirectory;
+    the tests also use one in memory). Both writes are compare-and-swaps: False means
+    another attempt changed the token since ``token`` was read."""
+
+    def read_token(self, dn: str) -> Token: ...
+
+    def count_attempt(self, token: Token, now: float) -> bool: ...
+
+    def record_success(self, token: Token, step: int, now: float) -> bool: ...
+
+
+def verify_code(directory: TokenStore, token: Token, text: str, now: float,
                 totp: TotpConfig) -> Verdict:
     """Check ``text`` against ``token`` (under the stricter of its own and the configured
     limits) and record the result in the directory.

@@ -448,8 +448,7 @@ class Screens:
     def loads_a_page(self, click: Any) -> None:
         """Click, then wait until the old page is gone: a click returns before the next
         page has loaded, and reading the old page's elements would race with it."""
-        from selenium.common.exceptions import (StaleElementReferenceException,
-                                                WebDriverException)
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 

@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 
 from enroll_web import create_app
 from policy.config import Config, load_config
-from policy.directory import Directory
-from policy.state import UserState
-from policy.totp import TotpParams, code_at_step, from_base32, time_step
+from policy.directory.service import ServiceDirectory
+from policy.rules.state import UserState
+from policy.rules.totp import TotpParams, code_at_step, from_base32, time_step
 
 CAMPUS = "127.0.0.1"
 OFF_CAMPUS = "203.0.113.7"
@@ -99,7 +99,7 @@ def login(client: FlaskClient, username: str, password: str) -> Any:
 
 
 def read_state(cfg: Config, username: str) -> UserState:
-    with Directory(cfg.ldap) as directory:
+    with ServiceDirectory(cfg.ldap) as directory:
         return directory.read_state(username, (cfg.ldap.role_group,))
 
 
@@ -150,12 +150,3 @@ def enroll(client: FlaskClient, cfg: Config, username: str, password: str) -> Co
     assert response.status_code == 302 and response.location.endswith("/mfa")
     assert read_state(cfg, username).token is not None
     return codes
-
-
-@pytest.fixture
-def make_app(slapd: Any) -> Callable[..., tuple[Flask, Config]]:
-    def make(**web: Any) -> tuple[Flask, Config]:
-        policy = web.pop("policy", None)
-        cfg = web_config(slapd, policy=policy, **web)
-        return create_app(cfg), cfg
-    return make

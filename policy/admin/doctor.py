@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .config import PLAINTEXT, Config, transport
-from .directory import Directory, DirectoryError
+from ..config import PLAINTEXT, Config, transport
+from ..directory.enrollment import EnrollmentDirectory
+from ..directory.service import ServiceDirectory
+from ..errors import DirectoryError
 
 SCHEMA = ("oathTOTPUser", "oathTOTPToken", "oathTOTPParams")
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
@@ -48,7 +50,7 @@ def run_checks(config: Config, test_user: str | None,
         yield (WARN if way == PLAINTEXT else OK), f"{uri}: {way}" + (
             " (ldap.allow_plaintext: passwords and secrets cross the network in the clear)"
             if way == PLAINTEXT else "")
-    with Directory(ldap) as directory:
+    with ServiceDirectory(ldap) as directory:
         try:
             directory.conn
         except DirectoryError as err:
@@ -76,7 +78,7 @@ def run_checks(config: Config, test_user: str | None,
         except DirectoryError as err:
             yield FAIL, str(err)
     if ldap.write_bind_dn:
-        with Directory(ldap, write=True) as writer:
+        with EnrollmentDirectory(ldap) as writer:
             try:
                 writer.conn
                 yield OK, f"bind as {ldap.write_bind_dn}"
@@ -84,7 +86,7 @@ def run_checks(config: Config, test_user: str | None,
                 yield FAIL, f"bind as {ldap.write_bind_dn}: {err}"
 
 
-def _group_check(directory: Directory, group: str) -> Check:
+def _group_check(directory: ServiceDirectory, group: str) -> Check:
     """The group exists and the service DN can compare its members (what a login does)."""
     try:
         directory.is_member(group, directory.config.bind_dn)

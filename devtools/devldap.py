@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import ldap3
 
-LDAP_DIR = Path(__file__).resolve().parent / "ldap"
+LDAP_DIR = Path(__file__).resolve().parents[1] / "ldap"
 BASE_DN = "dc=example,dc=edu"
 ADMIN_DN = f"cn=admin,{BASE_DN}"
 SERVICE_DN = f"cn=campus-mfa,ou=services,{BASE_DN}"
@@ -367,7 +367,7 @@ def add_user(handle: DevLdap, uid: str, password: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: start or stop a throwaway directory."""
-    parser = argparse.ArgumentParser(prog="python3 -m policy.devldap", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m devtools.devldap", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     start_p = sub.add_parser("start", help="build DIR and start slapd in the background")
     start_p.add_argument("--dir", required=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import PolicyConfig
+from ..config import PolicyConfig
 from .network import Source, campus_network_of
 from .state import Unreadable, UserState
 

@@ -33,7 +33,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from .network import Source, parse_address
+from .rules.network import Source, parse_address
 
 UTMP = "/var/run/utmp"
 PROC = "/proc"

@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,14 +31,15 @@ from typing import Any
 import ldap3
 import pexpect
 import pytest
+import tomllib
 
-from policy import devldap
+from devtools import devldap
 from policy.config import load_config
-from policy.directory import Directory
-from policy.totp import TotpParams, code_at_step, new_secret, to_base32
-from utmp_support import LOGIN_PROCESS, record
+from policy.directory.enrollment import EnrollmentDirectory
+from policy.rules.totp import TotpParams, code_at_step, new_secret, to_base32
+from support.utmp import LOGIN_PROCESS, record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
 PAM_DIR = Path("/etc/pam.d")
 PYTHON = "/usr/bin/python3"
@@ -372,7 +372,7 @@ class PamLab:
         uid, password = self.user()
         secret = new_secret()
         config = load_config(self.slapd.config_path)
-        with Directory(config.ldap, write=True) as directory:
+        with EnrollmentDirectory(config.ldap) as directory:
             dn = directory.create_pending_token(secret, params, max_failures, time.time())
             directory.link_token(directory.read_state(uid), dn, 0)
         self.secret_values.update({to_base32(secret), secret.hex(), str(secret)[2:-1]})
@@ -498,19 +498,3 @@ def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,
         lab.assert_lines_from_the_right_process()
     finally:
         lab.close()
-
-
-@pytest.fixture
-def pam(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any) -> Iterator[PamLab]:
-    """The module in-process (``authd=off``)."""
-    yield from make_lab(slapd, tmp_path, fresh_user, None)
-
-
-@pytest.fixture(params=["in-process", "authd"])
-def pam_both(request: pytest.FixtureRequest, slapd: devldap.DevLdap, tmp_path: Path,
-             fresh_user: Any, authd: AuthdProcess) -> Iterator[PamLab]:
-    """The same test twice: the module in-process, then through the authd."""
-    if request.param == "authd":
-        yield from make_lab(slapd, tmp_path, fresh_user, authd)
-    else:
-        yield from make_lab(slapd, tmp_path, fresh_user, None, idle_authd_pid=authd.pid)

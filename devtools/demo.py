@@ -17,9 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+from policy.config import load_config
+from policy.directory.enrollment import EnrollmentDirectory
+
 from . import devldap
-from .config import load_config
-from .directory import Directory
 
 ROOT = Path(__file__).resolve().parent.parent
 PAM_SERVICE = Path("/etc/pam.d/campus-mfa-demo")
@@ -65,7 +66,7 @@ def main() -> int:
     listener = None
     try:
         config = load_config(ldap.config_path)
-        with Directory(config.ldap, write=True) as writer:
+        with EnrollmentDirectory(config.ldap) as writer:
             writer.set_role(writer.find_user("alice")[0], True)
         listener = print_audit_lines(config.audit.syslog_socket)
         authd_socket = os.path.join(work, "authd.sock")

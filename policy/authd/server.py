@@ -4,7 +4,7 @@ pam_python starts a new interpreter for every authentication, so a module that p
 configuration and imports ldap3 each time pays for that on every login. The authd (the
 nslcd/sssd pattern) keeps the parsed configuration and the imports, and runs the very same
 policy.login.login() for the module, which only relays its PAM conversation. Frames
-(policy/wire.py), first field the kind:
+(policy/authd/wire.py), first field the kind; the module's side is policy/authd/client.py:
 
     module -> authd   login CONFIG USER SERVICE RHOST|None TTY|None TRIES COMBINED(0|1)
     authd -> module   ack                     at once: the request is taken (or the module,
@@ -17,7 +17,7 @@ policy.login.login() for the module, which only relays its PAM conversation. Fra
 The socket is root's alone (mode 0600 in a root-owned directory) and the authd also
 checks that the peer runs as root: it answers only the PAM stacks of root processes.
 A login without RHOST takes the source of the session on TTY that the calling process was
-started from (policy/session.py); the calling process is the socket's peer
+started from (policy/origin.py); the calling process is the socket's peer
 (SO_PEERCRED), never a pid the request names.
 ``retry`` comes only before anything reached the user (the configuration cannot be read),
 so the module can start over on its own and meet the same error itself. A module that
@@ -33,18 +33,19 @@ import signal
 import socket
 import socketserver
 import stat
-import struct
 import sys
 import threading
 
-from . import AUTHD_SOCKET
-from .audit import where
-from .config import Config, ConfigError, load_config
-from .login import login
+from ..audit import where
+from ..config import Config, load_config
+from ..defaults import AUTHD_SOCKET, MAX_TRIES
+from ..errors import ConfigError
+from ..login import login
+from .peer import peer_credentials
 from .wire import WireError, pack, unpack
 
 IDLE_SECONDS = 300         # the longest wait for the module (a person typing a code)
-TRIES = tuple(str(n) for n in range(1, 11))
+TRIES = tuple(str(n) for n in range(1, MAX_TRIES + 1))
 
 
 class ProtocolError(Exception):
@@ -103,13 +104,6 @@ class Relay:
     def error(self, text: str) -> None:
         self.relayed = True
         self.handler.send("error", text)
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end, as the kernel saw it connect."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _ = struct.unpack("3i", creds)
-    return pid, uid
 
 
 class Handler(socketserver.StreamRequestHandler):

@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Callable
 
-from .config import DEFAULT_PATH, Config, ConfigError, load_config
+from ..config import DEFAULT_PATH, Config, load_config
+from ..errors import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_DIRECTORY = 0, 1, 2, 3, 4
 
@@ -21,7 +22,7 @@ class Refused(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .directory import DirectoryError, UserNotFound
+    from ..errors import DirectoryError, UserNotFound
 
     try:
         config = load_config(args.config)
@@ -82,23 +83,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _directory(config: Config, write: bool = False):
-    from .directory import Directory
+    """The enrollment DN's connection for changes, the service DN's for reading."""
+    if write:
+        from ..directory.enrollment import EnrollmentDirectory
 
-    return Directory(config.ldap, write=write)
+        return EnrollmentDirectory(config.ldap)
+    from ..directory.service import ServiceDirectory
+
+    return ServiceDirectory(config.ldap)
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
-    from .login import evaluate
+    from ..login import check
 
-    evaluation, directory = evaluate(config, args.user, args.address, args.service)
-    if directory is not None:
-        directory.close()
+    evaluation = check(config, args.user, args.address)
     print(f"{evaluation.decision.outcome}: {evaluation.decision.reason}")
     return EXIT_OK
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    from .verify import backoff_until, stricter
+    from ..rules.verify import backoff_until, stricter
 
     with _directory(config) as directory:
         state = directory.read_state(args.user, (config.ldap.role_group,))
@@ -154,7 +158,7 @@ def cmd_unlock(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
-    from .totp import TotpParams, from_base32
+    from ..rules.totp import from_base32
 
     text = sys.stdin.readline() if args.secret == "-" else args.secret
     try:
@@ -162,7 +166,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     except ValueError as err:
         raise Refused(f"--secret: {err}") from None
     totp = config.totp
-    params = TotpParams(totp.algorithm, totp.digits, totp.period, totp.window)
+    params = totp.new_token_params()
     with _directory(config, write=True) as directory:
         state = directory.read_state(args.user)
         if state.token is not None:

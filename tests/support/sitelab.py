@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import weblab
-from pamtest import SyslogListener
-from web_support import toml_with
+from support import weblab
+from support.pamlab import SyslogListener
+from support.site import toml_with
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
 UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
 HOST = "mfa.example.edu"

@@ -1,0 +1,1 @@
+"""The campus-mfa command line for sysadmins and the helpdesk."""

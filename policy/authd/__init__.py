@@ -1,0 +1,1 @@
+"""campus-mfa-authd: the PAM module's work in one resident process, and its client."""

@@ -1,0 +1,1 @@
+"""The directory: a user's MFA state in OATH-LDAP entries, through ldap3."""

@@ -1,0 +1,1 @@
+"""The rules, pure functions of their arguments: no file, socket or directory."""

@@ -1,0 +1,1 @@
+"""Helpers for the tests (fixtures live in tests/conftest.py)."""
