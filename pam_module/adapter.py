@@ -6,7 +6,7 @@ its socket answers, with this module relaying the conversation, and here otherwi
 PAM_TTY goes along: a login without PAM_RHOST takes the source of the session on that
 terminal (policy/session.py), tied to the calling process: this one here, the peer of
 the socket in the authd.
-Options (README.md's PAM stack section): config=PATH, tries=N, combined, debug,
+Options (docs/pam.md, "Options"): config=PATH, tries=N, combined, debug,
 syslog_socket=PATH, authd=PATH|off.
 
 Every login pays for what this module imports at the top, so policy's modules are
