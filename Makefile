@@ -96,7 +96,7 @@ deps-bench:
 	$(APT) $(BENCH_DEBS) >/dev/null
 
 # A login's cost beside pam_google_authenticator, pam_oath and an empty pam_python module,
-# plus concurrency, warm verifications and the site (README.md's Performance section).
+# plus concurrency, warm verifications and the site (docs/performance.md).
 # Loopback only, under 10 minutes; writes bench/out/report.md and bench/out/logins.png.
 bench: deps-bench
 	$(PY) bench/run.py

@@ -4,7 +4,7 @@ doing the work here, and PAM codes. PAM items (user, service, rhost, tty) go in;
 to policy.login.login() -- in the authd when its socket answers (policy/authd/client.py
 relays the conversation), here otherwise -- decides, prompts, verifies and writes the
 audit line; its outcome comes back as a PAM code.
-Options (docs/pam.md): config=PATH, tries=N, combined, debug, syslog_socket=PATH,
+Options (docs/pam.md, "Options"): config=PATH, tries=N, combined, debug, syslog_socket=PATH,
 authd=PATH|off.
 
 Every login pays for what this module imports at the top, so policy's modules are

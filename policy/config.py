@@ -107,7 +107,7 @@ IGNORED_KEYS = {
     "policy.local_services": "is ignored since 0.2: a login without a source address (su, "
                              "sudo, a console) takes the source of the session it was "
                              "started from, and a service name never makes a login local "
-                             "(README.md, \"su and sudo\"); delete the key",
+                             "(docs/pam.md, \"su and sudo\"); delete the key",
 }
 
 _SECTIONS = {

@@ -130,7 +130,7 @@ def test_local_services_is_ignored_and_the_config_says_why(tmp_path):
     assert config.ignored == (("policy.local_services", (
         "is ignored since 0.2: a login without a source address (su, sudo, a console) takes "
         "the source of the session it was started from, and a service name never makes a "
-        "login local (README.md, \"su and sudo\"); delete the key")),)
+        "login local (docs/pam.md, \"su and sudo\"); delete the key")),)
     assert load_config(write(tmp_path, GOOD)).ignored == ()
     assert "local_services" not in SHIPPED.read_text()
     typo = write(tmp_path, GOOD.replace('on_directory_error = "deny"\n',

@@ -151,8 +151,7 @@ def dump_toml(data: dict[str, dict[str, Any]]) -> str:
 
 
 def write_secret_file(path: Path, text: str) -> None:
-    """A bind password file as README.md's Install on Debian section says: 0640
-    root:campus-mfa."""
+    """A bind password file as docs/install-debian.md says: 0640 root:campus-mfa."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")

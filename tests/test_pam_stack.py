@@ -1,4 +1,4 @@
-"""The documented PAM stacks (README.md's PAM stack section), installed verbatim and driven
+"""The documented PAM stacks (docs/pam.md), installed verbatim and driven
 through real libpam with pam_unix as the first factor; the options, setcred and the audit line
 format (issue 3, points 8, 10, 11). Each test runs in-process and through the authd."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from support.pamlab import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMP
                             OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, service_name)
 from support.utmp import USER_PROCESS
 
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "pam.md"
 INSTALLED = "/usr/share/campus-mfa/pam_module/pam_campus_mfa.py"
 PASSWORD_PROMPT = "Password: "
 
@@ -30,7 +30,7 @@ FAILED = "pamtester: Authentication failure\n"
 
 
 def documented_stacks() -> dict[str, str]:
-    """The fenced blocks of the README that start with a '# /etc/pam.d/...' line."""
+    """The fenced blocks of docs/pam.md that start with a '# /etc/pam.d/...' line."""
     text = DOC.read_text(encoding="utf-8")
     return dict(re.findall(r"```\n(# /etc/pam\.d/[^\n]*)\n(.*?)```", text, re.S))
 

@@ -24,8 +24,8 @@ which sshd cannot reach; an in-process relay listens on 127.0.0.1 inside the ser
 sshd takes its PAM service name from the name it is started under (OpenSSH's
 SSHD_PAM_SERVICE is __progname), so it runs through a symlink named campus-mfa-e2e-PID and
 /etc/pam.d/sshd is never touched. Two sshd run side by side: port 2222 with the configuration
-README.md's PAM stack section shows (passwords or keys, campus Match block), port 2223 with
-the key-only variant (the key replaces the password, PAM adds only the code).
+docs/pam.md shows (passwords or keys, campus Match block), port 2223 with the key-only
+variant (the key replaces the password, PAM adds only the code).
 
 su's and sudo's PAM service names are fixed, so the first sshd runs in a private mount
 namespace (``unshare --mount --propagation private`` inside ``ip netns exec``) where test
@@ -367,7 +367,7 @@ syslog_socket = "{self.sink.path}"
 
 
 SSHD_CONFIG = """\
-# The tested configuration (README.md's PAM stack section), plus what a test instance needs:
+# The tested configuration (docs/pam.md), plus what a test instance needs:
 # its own port, addresses, host key and no PID file.
 Port 2222
 ListenAddress {v4}
@@ -392,7 +392,7 @@ Match Address {campus}
     AuthenticationMethods publickey keyboard-interactive
 """
 
-# The key-only variant in README.md's PAM stack section: every login needs a key, and the key
+# The key-only variant in docs/pam.md: every login needs a key, and the key
 # replaces the password; PAM adds only the code, and only off campus. No campus list in
 # sshd_config.
 KEYS_SSHD_CONFIG = """\
@@ -429,7 +429,7 @@ session  required   pam_unix.so
 password requisite  pam_deny.so
 """
 
-# su, su-l and sudo as README.md's su and sudo section has them: common-auth (as Debian 12
+# su, su-l and sudo as docs/pam.md's su and sudo section has them: common-auth (as Debian 12
 # ships it, spelled out: pam_unix ends a wrong password at pam_deny), then the module line.
 SU_SUDO_PAM = """\
 # campus-mfa end-to-end test: /etc/pam.d/{{su,su-l,sudo}} inside the first sshd's namespace.
@@ -879,7 +879,7 @@ def test_6_publickey_off_campus_still_needs_the_code(h: Harness, make_user) -> N
 
 
 def test_6_key_replaces_the_password_and_pam_adds_the_code(h: Harness, make_user) -> None:
-    """The key-only variant in README.md's PAM stack section: AuthenticationMethods
+    """The key-only variant in docs/pam.md: AuthenticationMethods
     publickey,keyboard-interactive and a PAM auth stack without pam_unix. Campus: the key alone
     (PAM asks nothing); off campus: the key, then only the code; no key: refused whatever else
     is typed."""
