@@ -37,6 +37,12 @@ from devtools import devldap
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 from policy.rules.totp import TotpParams, code_at_step, new_secret, to_base32
+from devtools.authd import AuthdProcess
+from devtools.oathtool import oathtool
+from devtools.pamtester import PamRun, clean_env, pamtester_args, run_pamtester
+from devtools.syslog import AUTHPRIV_DEBUG, AUTHPRIV_INFO, AUTHPRIV_WARNING, SyslogListener, \
+    parse_audit
+from devtools.toml import dump_toml, toml_value
 from support.utmp import LOGIN_PROCESS, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,94 +62,11 @@ CODE_PROMPT = "Verification code: "
 MISMATCH = "The verification code does not match."
 UNAVAILABLE_MESSAGE = "The verification service is unavailable. Try again later."
 
-AUTHPRIV_INFO, AUTHPRIV_WARNING, AUTHPRIV_DEBUG = "<86>", "<84>", "<87>"
-_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
-
-
-# -- TOTP codes from an independent implementation --------------------------------------
-
-def oathtool(secret_b32: str, at: float | None = None, *, digits: int = 6,
-             period: int = 30) -> str:
-    """The code oathtool computes for ``at`` (default now)."""
-    args = ["oathtool", "--totp", "-b", f"--digits={digits}", f"--time-step-size={period}s"]
-    if at is not None:
-        args += ["-N", f"@{int(at)}"]
-    done = subprocess.run([*args, secret_b32], capture_output=True, text=True, check=True,
-                          timeout=10)
-    return done.stdout.strip()
 
 
 # -- configuration ------------------------------------------------------------------------
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def dump_toml(data: dict[str, dict[str, Any]]) -> str:
-    return "".join(f"[{section}]\n" + "".join(f"{key} = {toml_value(value)}\n"
-                                                for key, value in table.items()) + "\n"
-                   for section, table in data.items())
-
-
-def parse_audit(line: str) -> dict[str, str]:
-    """The fields of one audit line, with quoted values unquoted."""
-    fields = {}
-    for key, value in _FIELD.findall(line.split(": ", 1)[1]):
-        if value.startswith('"'):
-            value = value[1:-1].replace('\\"', '"').encode("ascii").decode("unicode_escape")
-        fields[key] = value
-    return fields
-
-
 # -- syslog and LDAP stand-ins -------------------------------------------------------------
-
-class SyslogListener:
-    """A datagram socket bound where the config sends syslog lines; collects them."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lines: list[str] = []
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.bind(path)
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self._sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.lines.append(data.decode("utf-8", "replace"))
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[str]:
-        """The lines once at least ``count`` arrived (datagrams are delivered promptly)."""
-        deadline = time.monotonic() + timeout
-        while len(self.lines) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return list(self.lines)
-
-    def audit_lines(self) -> list[str]:
-        return [line for line in self.lines if not line.startswith(AUTHPRIV_DEBUG)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-        Path(self.path).unlink(missing_ok=True)
-
 
 class Tripwire:
     """A TCP port that counts connections. ``answer=False`` closes each at once (a broken
@@ -184,90 +107,7 @@ class Tripwire:
         self._sock.close()
 
 
-class AuthdProcess:
-    """``python3 -m policy.authd`` on a socket of its own, started and stopped by tests."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self.dir = tempfile.mkdtemp(prefix="cmfa-authd-", dir="/tmp")
-        self.path = path or os.path.join(self.dir, "authd.sock")
-        self.proc = subprocess.Popen([PYTHON, "-m", "policy.authd", "--socket", self.path],
-                                     cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=clean_env())
-        self.pid = self.proc.pid
-        ready = self.proc.stderr.readline()
-        if f"listening on {self.path}" not in ready:
-            self.proc.kill()
-            raise RuntimeError(f"authd did not start: {ready}{self.proc.stderr.read()}")
-        # What it reports later (internal errors), read as it comes so the pipe never fills.
-        self.reports: list[str] = []
-        self._reader = threading.Thread(target=self._read_reports, daemon=True)
-        self._reader.start()
-
-    def _read_reports(self) -> None:
-        for line in self.proc.stderr:
-            self.reports.append(line)
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=10)
-        finally:
-            self._reader.join(timeout=10)
-            self.proc.stderr.close()
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 # -- running pamtester -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PamRun:
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed: float
-
-    @property
-    def verdict(self) -> str:
-        """pamtester's one result line: the PAM result in words."""
-        found = re.findall(r"pamtester: [^\n]*", self.output)
-        assert len(found) == 1, self.output
-        return found[0]
-
-    @property
-    def prompts(self) -> int:
-        return self.stderr.count(CODE_PROMPT)
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def pamtester_args(service: str, user: str, rhost: str | None,
-                   operation: str = "authenticate") -> list[str]:
-    args = ["pamtester"]
-    if rhost is not None:
-        args += ["-I", f"rhost={rhost}"]
-    return [*args, service, user, operation]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-    env.update(extra)
-    return env
-
-
-def run_pamtester(service: str, user: str, rhost: str | None, answers: list[str] = (),
-                  *, env: dict[str, str] | None = None, operation: str = "authenticate",
-                  timeout: float = 30) -> PamRun:
-    started = time.monotonic()
-    done = subprocess.run(pamtester_args(service, user, rhost, operation),
-                          input="".join(a + "\n" for a in answers), capture_output=True,
-                          text=True, env=env or clean_env(), timeout=timeout, check=False)
-    return PamRun(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-
 
 def service_name() -> str:
     return f"campus-mfa-test-{secrets.token_hex(6)}"

@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from enroll_web import create_app
+from devtools.toml import toml_with
 from policy.config import Config, load_config
 from policy.directory.service import ServiceDirectory
 from policy.rules.state import UserState
@@ -33,28 +34,6 @@ def web_config(slapd: Any, *, policy: dict | None = None, **web: Any) -> Config:
     if policy:
         cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, **policy))
     return cfg
-
-
-def toml_with(text: str, changes: dict[str, dict[str, str]]) -> str:
-    """A config file's text with some keys set (values as TOML literals), each at the top
-    of its section (a line that set it before is dropped; a missing section is added)."""
-    pending = {section: dict(keys) for section, keys in changes.items()}
-    out: list[str] = []
-    section = None
-    for line in text.splitlines():
-        header = re.fullmatch(r"\[(\w+)\]", line.strip())
-        if header:
-            section = header.group(1)
-            out.append(line)
-            out += [f"{key} = {value}" for key, value in pending.pop(section, {}).items()]
-            continue
-        key = line.split("=", 1)[0].strip()
-        if "=" in line and key in changes.get(section or "", {}):
-            continue  # set at the section's top
-        out.append(line)
-    for section, keys in pending.items():
-        out += [f"[{section}]"] + [f"{key} = {value}" for key, value in keys.items()]
-    return "\n".join(out) + "\n"
 
 
 def client_at(app: Flask, address: str) -> FlaskClient:
