@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from policy.audit import where
-from policy.config import DEFAULT_PATH, Config, load_config
+from policy.config import DEFAULT_PATH, Config, WebConfig, load_config
 from policy.errors import ConfigError, DirectoryError
 from policy.messages import FORM_EXPIRED, INTERNAL_ERROR, SERVICE_UNAVAILABLE, TOO_MANY_ATTEMPTS
 from policy.secret_file import read_secret_file
@@ -56,7 +56,9 @@ def create_app(config: Config | str | None = None) -> Flask:
     app.config.update(
         CAMPUS_MFA=config,
         SECRET_KEY=read_secret_file(web.secret_key_file, "web.secret_key_file"),
-        SESSION_COOKIE_NAME="__Host-campus-mfa" if web.cookie_secure else "campus-mfa",
+        SESSION_COOKIE_NAME=cookie_name(web),
+        # A parent domain lets the cookie reach the protected sites the gate guards.
+        SESSION_COOKIE_DOMAIN=web.cookie_domain or None,
         SESSION_COOKIE_SECURE=web.cookie_secure,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -77,8 +79,9 @@ def create_app(config: Config | str | None = None) -> Flask:
     csrf.init_app(app)
     limiter.init_app(app)
 
-    from . import auth, mfa, portal
+    from . import auth, gate, mfa, portal
     app.register_blueprint(auth.bp)
+    app.register_blueprint(gate.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(mfa.bp)
 
@@ -86,6 +89,14 @@ def create_app(config: Config | str | None = None) -> Flask:
     app.after_request(_add_security_headers)
     _register_error_pages(app)
     return app
+
+
+def cookie_name(web: WebConfig) -> str:
+    """__Host- for a cookie of the portal's host alone; __Secure- when it is scoped to a
+    parent domain (web.cookie_domain), which __Host- forbids; neither over plain HTTP."""
+    if not web.cookie_secure:
+        return "campus-mfa"
+    return "__Secure-campus-mfa" if web.cookie_domain else "__Host-campus-mfa"
 
 
 def _add_security_headers(response: Response) -> Response:

@@ -20,9 +20,10 @@ from policy.rules.totp import (grouped, matching_step, new_secret, parse_code, p
                                to_base32)
 
 from .codes import check_current_code
-from .context import (campus_only, config, directory, has_role, log_event, login_required,
-                      note_own_change)
+from .context import config, directory, has_role, log_event
 from .forms import ConfirmForm, TokenAppForm, TurnOffForm
+from .grants import note_own_change
+from .guards import campus_only, login_required
 from .limits import limit_code
 from .qr import qr_svg
 

@@ -7,8 +7,10 @@ from flask.typing import ResponseReturnValue
 from policy.audit import SUCCESS
 from policy.messages import role_active
 
-from .context import campus_only, directory, has_role, log_event, login_required, note_own_change
+from .context import directory, has_role, log_event
 from .forms import RoleForm
+from .grants import note_own_change
+from .guards import campus_only, login_required
 
 bp = Blueprint("portal", __name__)
 

@@ -34,6 +34,8 @@ KEY_PREFIX = "session:"
 # web.session_lifetime, bounds the directory (about 200 MB), and keeps the rare clean-up
 # pass that drops the expired files affordable.
 SESSION_FILE_THRESHOLD = 50_000
+RENEWED = "_renewed"  # when the store last took the session (Unix time)
+RENEW_EVERY = 60      # seconds: how late an idle session may expire
 
 
 class SessionStoreError(RuntimeError):
@@ -65,7 +67,9 @@ class ServerSession(FileSystemSession):
 
 class ServerSessionInterface(FlaskSessionInterface):
     """Every session is permanent: it lasts PERMANENT_SESSION_LIFETIME after the last
-    request (the cookie's expiry and the store's timeout are both renewed per request)."""
+    request. The cookie's expiry and the store's timeout are renewed when the session
+    changes, and otherwise at most every RENEW_EVERY seconds: a protected site asks the
+    gate on every request, which must not write the store each time."""
 
     def __init__(self, store: BaseCache) -> None:
         self.store = store
@@ -99,14 +103,19 @@ class ServerSessionInterface(FlaskSessionInterface):
                 self.store.delete(KEY_PREFIX + session.sid)
                 response.delete_cookie(name, **cookie)
             return
+        lifetime = int(app.permanent_session_lifetime.total_seconds())
+        now = time.time()
+        if not (session.modified or session.fresh) and \
+                now - session.get(RENEWED, 0) < min(RENEW_EVERY, lifetime / 10):
+            return  # nothing new, and renewed a moment ago
         key = KEY_PREFIX + session.sid
         if not session.fresh and not self.store.has(key):
             return  # ended by another request meanwhile (log out): do not bring it back
-        lifetime = int(app.permanent_session_lifetime.total_seconds())
+        session[RENEWED] = int(now)
         if not self.store.set(key, dict(session), timeout=lifetime):
             raise SessionStoreError("the session store did not keep the session")
         signed = self._get_signer(app).sign(session.sid.encode("ascii")).decode("ascii")
-        response.set_cookie(name, signed, expires=time.time() + lifetime, **cookie)
+        response.set_cookie(name, signed, expires=now + lifetime, **cookie)
 
     def renew(self, session: ServerSession) -> None:
         """Empty ``session`` and give it a new id; the entry under the old id is deleted."""

@@ -5,7 +5,6 @@ typo never silently leaves a default (for example a campus set) in force.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = DEFAULT_CONFIG
 
-ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,12 @@ class WebConfig:
     rate_limit_storage: str = "memory://"
     login_rate_limit: str = "10 per minute"
     code_rate_limit: str = "10 per minute"
+    # The gate in front of other web sites (nginx auth_request to /auth, docs/web-gate.md).
+    portal_url: str = ""                    # https://mfa.example.edu: where sign-in happens
+    protected_hosts: tuple[str, ...] = ()   # "files.example.edu", or ".example.edu"
+    cookie_domain: str = ""                 # "example.edu": the cookie reaches those hosts
+    recheck_seconds: int = 60               # how old the gate's view of a user may get
+    session_max_age: int = 43200            # seconds from sign-in, however busy the session
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,9 @@ def parse_config(data: dict[str, Any], path: str) -> Config:
     sections = {name: _section(path, name, cls, data.get(name, {}))
                 for name, cls in _SECTIONS.items()}
     config = Config(path=path, **sections, ignored=ignored)
-    _check(config)
+    from .config_rules import check  # the rules that span more than one value
+
+    check(config)
     return config
 
 
@@ -189,107 +195,3 @@ def _typed(path: str, key: str, type_name: str, value: Any) -> Any:
             raise fail("a list of strings")
         return tuple(value)
     raise AssertionError(f"no coercion for {type_name}")  # a programming error, not input
-
-
-def _check(config: Config) -> None:
-    """Rules that span more than the type of one value."""
-    path = config.path
-
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{path}: {key} {message}")
-
-    ldap = config.ldap
-    if not ldap.uris:
-        raise fail("ldap.uris", "must name at least one server")
-    for uri in ldap.uris:
-        if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or uri.endswith("/"):
-            raise fail("ldap.uris", f"must hold ldap://, ldaps:// or ldapi:// URIs without a "
-                                    f"trailing slash, got {uri!r}")
-        if transport(uri, ldap.start_tls) == PLAINTEXT and not ldap.allow_plaintext:
-            raise fail("ldap.uris", f"has {uri}: plain LDAP to a host that is not a loopback "
-                                    "address sends the bind password and the secrets in the "
-                                    "clear; set ldap.start_tls = true, or use ldaps:// or "
-                                    "ldapi:// (or, on a network you trust, "
-                                    "ldap.allow_plaintext = true)")
-    if not 1 <= ldap.timeout <= 60:
-        raise fail("ldap.timeout", f"must be between 1 and 60 seconds, got {ldap.timeout}")
-    if "{username}" not in ldap.user_filter:
-        raise fail("ldap.user_filter", "must contain {username}")
-    if bool(ldap.write_bind_dn) != bool(ldap.write_bind_password_file):
-        raise fail("ldap.write_bind_dn", "and ldap.write_bind_password_file go together")
-
-    policy = config.policy
-    if not policy.campus_networks:
-        raise fail("policy.campus_networks", "must list at least one network")
-    for text in policy.campus_networks:
-        try:
-            network = ipaddress.ip_network(text, strict=True)
-        except ValueError as err:
-            raise fail("policy.campus_networks", f"has an invalid network {text!r}: {err}") \
-                from None
-        if network.prefixlen == 0:
-            raise fail("policy.campus_networks", f"must not contain {text}: that is every "
-                                                 "address, and nobody would ever be asked for a code")
-    for version in (4, 6):
-        networks = [ipaddress.ip_network(text) for text in policy.campus_networks]
-        merged = list(ipaddress.collapse_addresses(n for n in networks if n.version == version))
-        if merged and merged[0].prefixlen == 0:
-            raise fail("policy.campus_networks", f"together cover every IPv{version} address "
-                                                 f"({merged[0]}): nobody would ever be asked "
-                                                 "for a code")
-    if policy.enforcement not in ("opt-in", "required"):
-        raise fail("policy.enforcement", f"must be \"opt-in\" or \"required\", "
-                                         f"got {policy.enforcement!r}")
-    if policy.on_directory_error not in ("deny", "allow"):
-        raise fail("policy.on_directory_error", f"must be \"deny\" or \"allow\", "
-                                                f"got {policy.on_directory_error!r}")
-
-    totp = config.totp
-    if totp.digits not in (6, 7, 8):
-        raise fail("totp.digits", f"must be 6, 7 or 8, got {totp.digits}")
-    if not 15 <= totp.period <= 300:
-        raise fail("totp.period", f"must be between 15 and 300 seconds, got {totp.period}")
-    if totp.algorithm not in ALGORITHMS:
-        raise fail("totp.algorithm", f"must be one of {', '.join(ALGORITHMS)}, "
-                                     f"got {totp.algorithm!r}")
-    if not 0 <= totp.window <= 10:
-        raise fail("totp.window", f"must be between 0 and 10 steps, got {totp.window}")
-    if not 1 <= totp.max_failures <= 100:  # NIST SP 800-63B: at most 100 consecutive failures
-        raise fail("totp.max_failures", f"must be between 1 and 100, got {totp.max_failures}")
-    if not totp.issuer or ":" in totp.issuer:
-        raise fail("totp.issuer", "must be a non-empty name without ':'")
-
-    web = config.web
-    if web.first_factor not in ("ldap", "pam"):
-        raise fail("web.first_factor", f"must be \"ldap\" or \"pam\", got {web.first_factor!r}")
-    if not 0 <= web.trusted_proxies <= 5:
-        raise fail("web.trusted_proxies", f"must be between 0 and 5, got {web.trusted_proxies}")
-    if web.session_lifetime < 60:
-        raise fail("web.session_lifetime", "must be at least 60 seconds")
-    if not web.session_dir.startswith("/"):
-        raise fail("web.session_dir", f"must be an absolute path, got {web.session_dir!r}")
-
-
-# How a URI reaches the directory (``campus-mfa doctor`` prints it).
-LDAPI, LDAPS, STARTTLS, LOOPBACK, PLAINTEXT = (
-    "ldapi (local socket)", "LDAPS", "StartTLS", "plain LDAP on loopback", "plain LDAP")
-
-
-def transport(uri: str, start_tls: bool) -> str:
-    """LDAPI, LDAPS, STARTTLS, LOOPBACK or PLAINTEXT for ``uri``. Only a literal loopback
-    address counts as loopback: a name could resolve anywhere."""
-    if uri.startswith("ldapi://"):
-        return LDAPI
-    if uri.startswith("ldaps://"):
-        return LDAPS
-    if start_tls:
-        return STARTTLS
-    hostport = uri[len("ldap://"):]
-    if hostport.startswith("["):  # ldap://[::1]:389
-        host = hostport[1:].partition("]")[0]
-    else:
-        host = hostport.partition(":")[0]
-    try:
-        return LOOPBACK if ipaddress.ip_address(host).is_loopback else PLAINTEXT
-    except ValueError:
-        return PLAINTEXT

@@ -12,8 +12,8 @@ from policy.config import TotpConfig
 from policy.errors import DirectoryError
 from policy.rules.state import Token
 from policy.rules.totp import TotpParams, code_at_step
-from policy.rules.verify import (ACCEPTED, BACKOFF, CAS_RETRIES, FREE_FAILURES, LOCKED,
-                                 MISMATCH, REPLAYED, verify_code)
+from policy.rules.verify import (ACCEPTED, BACKOFF, CAS_RETRIES, FREE_FAILURES, LOCKED, MISMATCH,
+                                 REPLAYED, verify_code)
 
 SECRET = bytes(range(20))
 PARAMS = TotpParams()               # SHA1, 6 digits, 30 s, window 1

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..config import PLAINTEXT, Config, transport
+from ..config import Config
+from ..config_rules import PLAINTEXT, transport
 from ..directory.enrollment import EnrollmentDirectory
 from ..directory.service import ServiceDirectory
 from ..errors import DirectoryError
