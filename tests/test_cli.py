@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools import devldap
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 from policy.errors import EntryError
@@ -144,7 +145,8 @@ def test_doctor_names_the_transport_checks_every_group_and_warns_of_wide_campus_
     port = slapd.uri.rsplit(":", 1)[1]
     out = cli(slapd, "doctor")
     assert out.returncode == 0, out.stdout
-    assert f"ok   ldap://127.0.0.1:{port}: plain LDAP on loopback\n" in out.stdout
+    assert (f"ok   ldap://127.0.0.1:{port}: plain LDAP on loopback; bind as "
+            f"{devldap.SERVICE_DN}\n") in out.stdout
     assert "ok   group cn=mfa-users,ou=groups,dc=example,dc=edu exists\n" in out.stdout
 
     local = tmp_path / "ldapi.toml"
@@ -152,7 +154,8 @@ def test_doctor_names_the_transport_checks_every_group_and_warns_of_wide_campus_
                                   f'uris = ["{slapd.ldapi_uri}"]'))
     out = cli(slapd, "doctor", config=str(local))
     assert out.returncode == 0, out.stdout
-    assert f"ok   {slapd.ldapi_uri}: ldapi (local socket)\n" in out.stdout
+    assert f"ok   {slapd.ldapi_uri}: ldapi (local socket); bind as {devldap.SERVICE_DN}\n" \
+        in out.stdout
 
     missing = "cn=Staf, ou=Groups, dc=example, dc=edu"  # a typo of the admin's
     wide = tmp_path / "wide.toml"

@@ -64,4 +64,4 @@ def test_doctor_says_the_directory_is_reached_with_start_tls(tls_slapd):
                            "doctor"], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"ok   {tls_slapd.uri}: StartTLS\n" in done.stdout
+    assert f"ok   {tls_slapd.uri}: StartTLS; bind as {devldap.SERVICE_DN}\n" in done.stdout

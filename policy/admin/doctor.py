@@ -1,9 +1,10 @@
 """campus-mfa doctor: the checks a sysadmin runs after installing or changing something."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
-from ..config import Config
+from ..config import Config, LdapConfig
 from ..config_rules import PLAINTEXT, transport
 from ..directory.enrollment import EnrollmentDirectory
 from ..directory.service import ServiceDirectory
@@ -46,11 +47,7 @@ def run_checks(config: Config, test_user: str | None,
         yield WARN, f"{key} {why}"
     yield from describe_campus(config.policy.campus_networks)
     ldap = config.ldap
-    for uri in ldap.uris:
-        way = transport(uri, ldap.start_tls)
-        yield (WARN if way == PLAINTEXT else OK), f"{uri}: {way}" + (
-            " (ldap.allow_plaintext: passwords and secrets cross the network in the clear)"
-            if way == PLAINTEXT else "")
+    yield from check_servers(ldap)
     with ServiceDirectory(ldap) as directory:
         try:
             directory.conn
@@ -85,6 +82,35 @@ def run_checks(config: Config, test_user: str | None,
                 yield OK, f"bind as {ldap.write_bind_dn}"
             except DirectoryError as err:
                 yield FAIL, f"bind as {ldap.write_bind_dn}: {err}"
+
+
+def check_servers(ldap: LdapConfig) -> Iterator[Check]:
+    """Each URI of ldap.uris on its own: the transport, a bind as the service DN, and its
+    contextCSN, the newest change it holds from each provider (replication): a server
+    whose CSN for some provider is older than another server's is behind."""
+    seen: dict[str, dict[str, str]] = {}  # uri -> server ID -> newest CSN
+    for uri in ldap.uris:
+        way = transport(uri, ldap.start_tls)
+        note = (" (ldap.allow_plaintext: passwords and secrets cross the network in the "
+                "clear)" if way == PLAINTEXT else "")
+        try:
+            with ServiceDirectory(replace(ldap, uris=(uri,))) as one:
+                csns = one.context_csns()
+        except DirectoryError as err:
+            yield FAIL, f"{uri}: {way}{note}; {err}"
+            continue
+        yield (WARN if way == PLAINTEXT else OK), f"{uri}: {way}{note}; bind as {ldap.bind_dn}"
+        seen[uri] = csns
+    newest: dict[str, str] = {}
+    for csns in seen.values():
+        for sid, csn in csns.items():
+            newest[sid] = max(newest.get(sid, ""), csn)
+    for uri, csns in seen.items() if len(seen) > 1 else ():
+        behind = sorted(sid for sid, csn in newest.items() if csns.get(sid, "") < csn)
+        yield (WARN, f"{uri}: behind for provider(s) {', '.join(behind)} (contextCSN "
+                     f"{', '.join(csns.get(sid, 'none') for sid in behind)}; newest "
+                     f"{', '.join(newest[sid] for sid in behind)})") if behind else \
+            (OK, f"{uri}: up to date ({len(csns)} provider(s) in its contextCSN)")
 
 
 def _group_check(directory: ServiceDirectory, group: str) -> Check:

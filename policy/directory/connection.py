@@ -17,6 +17,7 @@ from ..secret_file import read_secret_file
 TIME_LIMIT_EXCEEDED, SIZE_LIMIT_EXCEEDED, COMPARE_FALSE, COMPARE_TRUE = 3, 4, 5, 6
 NO_SUCH_ATTRIBUTE, ATTRIBUTE_OR_VALUE_EXISTS, NO_SUCH_OBJECT = 16, 20, 32
 ENTRY_ALREADY_EXISTS = 68
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # the control's OID
 
 
 class Connection:
@@ -130,6 +131,29 @@ class Connection:
                                  f"({conn.result.get('description')}) after {len(entries)} "
                                  "entries", code)
         return entries
+
+    def search_paged(self, base: str, filter_: str, attributes: list[str],
+                     page: int = 500) -> list[dict]:
+        """Every entry found, fetched ``page`` at a time (RFC 2696): what a search over
+        all tokens or all users needs, beyond the server's per-search size limit. The
+        server may still cap the total for this DN (slapd: olcLimits size.prtotal);
+        that, too, is an error, never a short answer."""
+        entries: list[dict] = []
+        cookie = None
+        while True:
+            conn = self.call(f"search {base}", ldap3.Connection.search, base, filter_,
+                             search_scope=ldap3.SUBTREE, attributes=attributes,
+                             paged_size=page, paged_cookie=cookie)
+            entries += [e for e in conn.response if e.get("type") == "searchResEntry"]
+            code = conn.result.get("result")
+            if code in (TIME_LIMIT_EXCEEDED, SIZE_LIMIT_EXCEEDED):
+                raise DirectoryError(f"search {base}: the server stopped the search early "
+                                     f"({conn.result.get('description')}) after "
+                                     f"{len(entries)} entries", code)
+            control = conn.result.get("controls", {}).get(PAGED_RESULTS, {})
+            cookie = control.get("value", {}).get("cookie")
+            if not cookie:
+                return entries
 
     def read(self, dn: str, attributes: list[str]) -> dict | None:
         found = self.search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)

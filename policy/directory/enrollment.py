@@ -4,7 +4,6 @@ It reads as the service DN does, bound as ``ldap.write_bind_dn``."""
 from __future__ import annotations
 
 import ldap3
-from ldap3.utils.conv import escape_filter_chars
 
 from ..errors import DirectoryError, EntryError
 from ..rules.state import UserState
@@ -54,14 +53,16 @@ class EnrollmentDirectory(ServiceDirectory):
 
     def stale_pending_tokens(self, made_before: float) -> list[str]:
         """Tokens that no user links to and whose secret was made before ``made_before``:
-        set-ups that were never confirmed."""
-        found = self.search(self.config.token_base,
-                            f"(&(objectClass=oathTOTPToken)"
-                            f"(oathSecretTime<={gentime(made_before)}))", ["1.1"])
-        return [entry["dn"] for entry in found
-                if not self.search(self.config.user_base,
-                                   f"(oathTOTPToken={escape_filter_chars(entry['dn'])})",
-                                   ["1.1"], size_limit=1)]
+        set-ups that were never confirmed. Two paged searches (the links, the old tokens),
+        not one search per token: 50,000 tokens take seconds."""
+        linked = {value.decode("utf-8", "replace").lower()
+                  for entry in self.search_paged(self.config.user_base, "(oathTOTPToken=*)",
+                                                 ["oathTOTPToken"])
+                  for value in entry["raw_attributes"].get("oathTOTPToken", [])}
+        old = self.search_paged(self.config.token_base,
+                                f"(&(objectClass=oathTOTPToken)"
+                                f"(oathSecretTime<={gentime(made_before)}))", ["1.1"])
+        return [entry["dn"] for entry in old if entry["dn"].lower() not in linked]
 
     def link_token(self, user: UserState, token_dn: str, step: int) -> None:
         """Confirm: record ``step`` as used on the new token, link it to the user in one

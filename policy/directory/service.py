@@ -103,6 +103,14 @@ class ServiceDirectory(Connection):
         defined = b" ".join(entry["raw_attributes"].get("objectClasses", [])) if entry else b""
         return [name for name in names if f"NAME '{name}'".encode() not in defined]
 
+    def context_csns(self) -> dict[str, str]:
+        """The contextCSN of ``base_dn`` by server ID: the newest change this server holds
+        from each provider (empty without replication)."""
+        entry = self.read(self.config.base_dn, ["contextCSN"])
+        values = entry["raw_attributes"].get("contextCSN", []) if entry else []
+        csns = [value.decode("ascii", "replace") for value in values]
+        return {csn.split("#")[2]: csn for csn in csns if csn.count("#") == 3}
+
     def exists(self, dn: str) -> bool:
         """Whether this connection can see the entry ``dn``."""
         return self.read(dn, ["1.1"]) is not None
