@@ -20,6 +20,7 @@ from .rules.network import Source, normalize_source
 from .rules.state import Unreadable, UserState
 
 if TYPE_CHECKING:  # the campus path never loads ldap3
+    from .directory.pool import ConnectionPool
     from .directory.service import ServiceDirectory
 
 
@@ -92,10 +93,10 @@ def check(config: Config, username: str, rhost: str) -> Evaluation:
 def login(config: Config, username: str, rhost: str | None, service: str,
           conversation: Conversation, *, tries: int = 3,
           clock: Callable[[], float] = time.time, tty: str | None = None,
-          pid: int | None = None) -> LoginResult:
+          pid: int | None = None, pool: ConnectionPool | None = None) -> LoginResult:
     """Decide, ask for and check the code if needed, write the audit line, and say how it
     ended. ``tty`` and ``pid``: PAM_TTY and the calling process, for a login without
-    PAM_RHOST."""
+    PAM_RHOST; ``pool``: bound connections kept between logins (campus-mfa-authd)."""
     source = source_of(rhost, tty, pid)
     by_source = decide_by_source(source, config.policy)
     if by_source is not None:
@@ -103,7 +104,7 @@ def login(config: Config, username: str, rhost: str | None, service: str,
     else:
         from .directory.service import ServiceDirectory  # off campus only
 
-        with ServiceDirectory(config.ldap) as directory:
+        with ServiceDirectory(config.ldap, pool) as directory:
             evaluation = evaluate(config, username, source, directory)
             result = _finish(config, evaluation, directory, conversation, tries, clock)
     audit(config.audit, user=username, service=service, source=source,

@@ -39,6 +39,8 @@ import threading
 from ..audit import where
 from ..config import Config, load_config
 from ..defaults import AUTHD_SOCKET, MAX_TRIES
+from ..directory.connection import unbind
+from ..directory.pool import ConnectionPool
 from ..errors import ConfigError
 from ..login import login
 from .peer import peer_credentials
@@ -54,13 +56,14 @@ class ProtocolError(Exception):
 
 class Configs:
     """Parsed configurations by path, read again when the file changes (no reload signal
-    to forget: an edit counts from the next login, as it does without the authd)."""
+    to forget: an edit counts from the next login, as it does without the authd), each
+    with a pool of the service DN's bound connections (policy/directory/pool.py)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple, Config]] = {}
+        self._cache: dict[str, tuple[tuple, Config, ConnectionPool]] = {}
 
-    def get(self, path: str) -> Config:
+    def get(self, path: str) -> tuple[Config, ConnectionPool]:
         try:
             st = os.stat(path)
         except OSError as err:
@@ -69,11 +72,16 @@ class Configs:
         with self._lock:
             cached = self._cache.get(path)
             if cached is not None and cached[0] == key:
-                return cached[1]
+                return cached[1], cached[2]
         config = load_config(path)
+        pool = ConnectionPool(config.ldap.uris)
         with self._lock:
-            self._cache[path] = (key, config)
-        return config
+            old = self._cache.get(path)
+            self._cache[path] = (key, config, pool)
+        if old is not None:  # an edit: the old configuration's connections go
+            for idle in old[2].close():
+                unbind(idle.conn)
+        return config, pool
 
 
 def parse_request(fields: list) -> tuple[str, str, str, str | None, str | None, int, bool]:
@@ -123,9 +131,9 @@ class Handler(socketserver.StreamRequestHandler):
             self.send("ack")  # before any work: a request the module gave up on fails here
             relay = Relay(self)
             try:
-                config = self.server.configs.get(path)
+                config, pool = self.server.configs.get(path)
                 result = login(config, user, rhost, service, relay,
-                               tries=1 if combined else tries, tty=tty, pid=pid)
+                               tries=1 if combined else tries, tty=tty, pid=pid, pool=pool)
             except ConfigError:
                 # The file, or a password file it names: the module meets the same error
                 # itself and writes the line that names it. After a prompt, fail closed.

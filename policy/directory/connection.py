@@ -1,9 +1,11 @@
 """One bound connection to the directory: the first server of ``ldap.uris`` that answers,
 with TLS as configured, and every ldap3 exception turned into a DirectoryError classified
 by its LDAP result code. ServiceDirectory and EnrollmentDirectory build on it; which DN
-binds is theirs to say."""
+binds is theirs to say. With a pool (campus-mfa-authd, pool.py), the connection is borrowed
+and given back instead of opened and closed."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ldap3
@@ -12,6 +14,7 @@ from ldap3.core import exceptions as lexc
 from ..config import LdapConfig
 from ..errors import DirectoryError, DirectoryUnavailable
 from ..secret_file import read_secret_file
+from .pool import VALIDATE_AFTER, ConnectionPool, Pooled
 
 # LDAP result codes acted on (RFC 4511 section 4.1.9).
 TIME_LIMIT_EXCEEDED, SIZE_LIMIT_EXCEEDED, COMPARE_FALSE, COMPARE_TRUE = 3, 4, 5, 6
@@ -21,11 +24,15 @@ PAGED_RESULTS = "1.2.840.113556.1.4.319"  # the control's OID
 
 
 class Connection:
-    """A connection opened at first use and closed by close() or the ``with`` block."""
+    """A connection opened (or borrowed from ``pool``) at first use, and closed (or given
+    back) by close() or the ``with`` block."""
 
-    def __init__(self, config: LdapConfig) -> None:
+    def __init__(self, config: LdapConfig, pool: ConnectionPool | None = None) -> None:
         self.config = config
+        self.pool = pool
         self._conn: ldap3.Connection | None = None
+        self._loan: Pooled | None = None   # the pool's record of the connection
+        self._unproven = False              # borrowed, and not used since
 
     def __enter__(self) -> Connection:
         return self
@@ -34,9 +41,17 @@ class Connection:
         self.close()
 
     def close(self) -> None:
+        """Give the connection back to the pool, or unbind it."""
+        if self._conn is not None:
+            if self._loan is None or self.pool is None or not self.pool.give_back(self._loan):
+                unbind(self._conn)
+            self._conn = self._loan = None
+
+    def _discard(self) -> None:
+        """The connection is dead: unbind it and forget it (never back to the pool)."""
         if self._conn is not None:
             unbind(self._conn)
-            self._conn = None
+        self._conn = self._loan = None
 
     def credentials(self) -> tuple[str, str, str]:
         """(DN, config key, password file) of the account this connection binds as."""
@@ -45,15 +60,25 @@ class Connection:
     @property
     def conn(self) -> ldap3.Connection:
         if self._conn is None:
-            dn, key, path = self.credentials()
-            password = read_secret_file(path, key)
-            try:
-                self._conn = self.open(dn, password)
-            except lexc.LDAPInvalidCredentialsResult:
-                # A server answered: not an outage, so on_directory_error = "allow" does
-                # not cover it.
-                raise DirectoryError(f"bind as {dn} refused: invalid credentials") from None
-        return self._conn
+            self._get(fresh=False)
+        return self._conn  # type: ignore[return-value]
+
+    def _get(self, *, fresh: bool) -> None:
+        """Borrow an idle connection (unless ``fresh``), or open and bind a new one."""
+        loan = None if fresh or self.pool is None else self.pool.take()
+        if loan is not None:
+            self._conn, self._loan, self._unproven = loan.conn, loan, True
+            return
+        dn, key, path = self.credentials()
+        password = read_secret_file(path, key)
+        try:
+            self._conn = self.open(dn, password)
+        except lexc.LDAPInvalidCredentialsResult:
+            # A server answered: not an outage, so on_directory_error = "allow" does not
+            # cover it.
+            raise DirectoryError(f"bind as {dn} refused: invalid credentials") from None
+        self._loan = self.pool.adopt(self._conn) if self.pool is not None else None
+        self._unproven = False
 
     def servers(self) -> list[ldap3.Server]:
         cfg = self.config
@@ -95,21 +120,41 @@ class Connection:
                 problems.append(f"{server.name}: {step}: {describe(err)}")
         raise DirectoryUnavailable("no server answered: " + "; ".join(problems))
 
-    def call(self, what: str, operation: Any, *args: Any, **kwargs: Any) -> ldap3.Connection:
+    def call(self, what: str, operation: Any, *args: Any, write: bool = False,
+             **kwargs: Any) -> ldap3.Connection:
         """Run one ldap3 operation, turning its exceptions into DirectoryError; the
-        connection, whose ``result`` holds the answer."""
+        connection, whose ``result`` holds the answer. A borrowed connection found dead is
+        replaced once by a fresh one: for a read when the read fails, for a write before
+        it is sent (a WhoAmI, if the connection sat idle), never after."""
         conn = self.conn
+        if write and self._unproven and self._loan is not None and \
+                time.monotonic() - self._loan.used >= VALIDATE_AFTER and not alive(conn):
+            self._discard()
+            self._get(fresh=True)
+            conn = self.conn
         try:
             operation(conn, *args, **kwargs)
         except (lexc.LDAPCommunicationError, lexc.LDAPSessionTerminatedByServerError,
                 lexc.LDAPResponseTimeoutError) as err:
-            self._conn = None
+            retry = self._unproven and not write
+            self._discard()
+            if retry:  # a stale borrowed connection: the read once more on a fresh one
+                self._get(fresh=True)
+                return self.call(what, operation, *args, write=write, **kwargs)
             raise DirectoryUnavailable(f"{what}: {describe(err)}") from None
         except lexc.LDAPOperationResult as err:
+            self._proven()
             raise DirectoryError(f"{what}: {describe(err)}", err.result) from None
         except lexc.LDAPException as err:
             raise DirectoryError(f"{what}: {describe(err)}") from None
+        self._proven()
         return conn
+
+    def _proven(self) -> None:
+        """The server answered on this connection just now."""
+        self._unproven = False
+        if self._loan is not None:
+            self._loan.used = time.monotonic()
 
     def search(self, base: str, filter_: str, attributes: list[str], *,
                scope: str = ldap3.SUBTREE, size_limit: int = 0) -> list[dict]:
@@ -160,7 +205,7 @@ class Connection:
         return found[0] if found else None
 
     def modify(self, dn: str, changes: dict) -> None:
-        self.call(f"modify {dn}", ldap3.Connection.modify, dn, changes)
+        self.call(f"modify {dn}", ldap3.Connection.modify, dn, changes, write=True)
 
     def compare_and_swap(self, dn: str, changes: dict) -> bool:
         """One modify that deletes the values read and adds the new ones: False if another
@@ -172,6 +217,15 @@ class Connection:
                 return False
             raise
         return True
+
+
+def alive(conn: ldap3.Connection) -> bool:
+    """Whether the server still answers on ``conn`` (an LDAP WhoAmI, RFC 4532)."""
+    try:
+        conn.extend.standard.who_am_i()
+    except lexc.LDAPException:
+        return False
+    return True
 
 
 def unbind(conn: ldap3.Connection) -> None:

@@ -31,10 +31,11 @@ class EnrollmentDirectory(ServiceDirectory):
         params_dn = self.ensure_params(params, max_failures)
         ident = secrets.token_hex(16)
         dn = f"cn={ident},{self.config.token_base}"
-        self.call(f"add {dn}", ldap3.Connection.add, dn, ["device", "oathTOTPToken"], {
-            "cn": ident, "oathTokenIdentifier": ident, "oathSecret": secret,
-            "oathSecretTime": gentime(now), "oathTOTPParams": params_dn,
-            "oathTOTPLastTimeStep": "0", "oathFailureCount": "0"})
+        self.call(f"add {dn}", ldap3.Connection.add, dn, ["device", "oathTOTPToken"],
+                  write=True, attributes={
+                      "cn": ident, "oathTokenIdentifier": ident, "oathSecret": secret,
+                      "oathSecretTime": gentime(now), "oathTOTPParams": params_dn,
+                      "oathTOTPLastTimeStep": "0", "oathFailureCount": "0"})
         return dn
 
     def ensure_params(self, params: TotpParams, max_failures: int) -> str:
@@ -45,7 +46,8 @@ class EnrollmentDirectory(ServiceDirectory):
         if not self.exists(dn):
             try:
                 self.call(f"add {dn}", ldap3.Connection.add, dn, ["device", "oathTOTPParams"],
-                          {"cn": name, **params_attributes(params, max_failures)})
+                          write=True,
+                          attributes={"cn": name, **params_attributes(params, max_failures)})
             except DirectoryError as err:
                 if err.code != ENTRY_ALREADY_EXISTS:  # another site worker made it
                     raise
@@ -94,7 +96,7 @@ class EnrollmentDirectory(ServiceDirectory):
         if not is_below(dn, self.config.token_base):
             raise EntryError(f"token {dn!r} is not under {self.config.token_base}")
         try:
-            self.call(f"delete {dn}", ldap3.Connection.delete, dn)
+            self.call(f"delete {dn}", ldap3.Connection.delete, dn, write=True)
         except DirectoryError as err:
             if err.code != NO_SUCH_OBJECT:
                 raise

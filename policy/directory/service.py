@@ -8,15 +8,22 @@ pending one; linking it is the confirmation.
 """
 from __future__ import annotations
 
+import time
+
 import ldap3
 from ldap3.core import exceptions as lexc
 from ldap3.utils.conv import escape_filter_chars
 
 from ..errors import DirectoryError, DirectoryUnavailable, EntryError, UserNotFound
 from ..rules.state import Token, UserState
+from ..rules.totp import TotpParams
 from .connection import COMPARE_FALSE, COMPARE_TRUE, Connection, describe
 from .entries import (PARAMS_ATTRS, TOKEN_ATTRS, acceptable_username, gentime, is_below, one,
                       params_from, token_from)
+
+
+PARAMS_TTL = 60.0  # seconds a params entry is kept (read_params)
+_PARAMS: dict[str, tuple[float, tuple[TotpParams, int]]] = {}
 
 
 class ServiceDirectory(Connection):
@@ -72,11 +79,22 @@ class ServiceDirectory(Connection):
         params_dn = one(entry["raw_attributes"], "oathTOTPParams", dn).decode("utf-8", "replace")
         if not is_below(params_dn, self.config.token_base):
             raise EntryError(f"token entry {dn}: params {params_dn!r} not under token_base")
-        params_entry = self.read(params_dn, PARAMS_ATTRS)
-        if params_entry is None:
-            raise EntryError(f"params entry {params_dn} does not exist")
-        params, max_failures = params_from(params_dn, params_entry["raw_attributes"])
+        params, max_failures = self.read_params(params_dn)
         return token_from(entry["dn"], entry["raw_attributes"], params, max_failures)
+
+    def read_params(self, dn: str) -> tuple[TotpParams, int]:
+        """A params entry, from a short-lived cache in a resident process: the entries are
+        named after their values (enrollment.py) and never change in place, and every
+        login of the authd would read the same few."""
+        cached = _PARAMS.get(dn)
+        if cached is not None and time.monotonic() - cached[0] < PARAMS_TTL:
+            return cached[1]
+        entry = self.read(dn, PARAMS_ATTRS)
+        if entry is None:
+            raise EntryError(f"params entry {dn} does not exist")
+        found = params_from(dn, entry["raw_attributes"])
+        _PARAMS[dn] = (time.monotonic(), found)
+        return found
 
     def check_password(self, username: str, password: str) -> bool:
         """First factor for the site: a simple bind as the user. An empty password is
