@@ -1,6 +1,6 @@
 """The interpreter floor: a pam_python module that loads nothing and says yes.
 
-campus-mfa's costs are reported as ratios to this (bench/run.py).
+campus-mfa's costs are reported as ratios to this (bench/logins.py).
 """
 
 

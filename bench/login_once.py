@@ -1,9 +1,9 @@
 """One authentication in a fresh process, as the PAM module does it: load
 pam_module/pam_campus_mfa.py by path (its imports), then policy.login.login() with a
 scripted conversation that types CODE. With --authd SOCKET, the module's authd path
-instead: pam_module.adapter.ask_authd() asks the resident authd at SOCKET to run the
-login and relays the same scripted conversation. bench/run.py runs this under
-``-X importtime`` and, with --profile, under cProfile.
+instead: policy.authd.client.ask_authd() (what the adapter calls) asks the resident
+authd at SOCKET to run the login and relays the same scripted conversation.
+bench/imports.py runs this under ``-X importtime`` and, with --profile, under cProfile.
 
     /usr/bin/python3 -I bench/login_once.py [--profile] [--authd SOCKET] CONFIG USER RHOST CODE
 """
@@ -20,7 +20,7 @@ class Scripted:
     def __init__(self, code: str) -> None:
         self.code = code
 
-    def ask(self, prompt: str) -> str:
+    def ask(self, prompt: str, digits: int = 0) -> str:
         return self.code
 
     def error(self, text: str) -> None:
@@ -45,10 +45,11 @@ def authenticate(config_path: str, user: str, rhost: str, code: str) -> str:
 def authenticate_via_authd(socket: str, config_path: str, user: str, rhost: str,
                             code: str) -> str:
     load_module()
-    from pam_module.adapter import Options, ask_authd
+    from policy.authd.client import ask_authd
 
-    outcome = ask_authd(Options(config=config_path, authd=socket), user, "bench",
-                        rhost, None, Scripted(code))
+    # The request the adapter sends: config, user, service, rhost, tty, tries, combined.
+    outcome = ask_authd(socket, (config_path, user, "bench", rhost, None, "3", "0"),
+                        Scripted(code))
     if outcome is None:
         raise SystemExit(f"no authd answered at {socket}")
     return outcome
