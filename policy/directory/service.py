@@ -39,7 +39,7 @@ class ServiceDirectory(Connection):
         if not acceptable_username(username):
             raise UserNotFound("not an acceptable user name")
         filter_ = self.config.user_filter.format(username=escape_filter_chars(username))
-        found = self.search(self.config.user_base, filter_, ["objectClass", "oathTOTPToken"],
+        found = self.search(self.config.user_base, filter_, ["oathTOTPToken"],
                             size_limit=2)
         if not found:
             raise UserNotFound("no directory entry for the user")
