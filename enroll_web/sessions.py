@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 
 from cachelib.base import BaseCache
@@ -43,8 +44,10 @@ class SessionStoreError(RuntimeError):
 
 
 def session_store(web: WebConfig) -> BaseCache:
-    """Where sessions live: a directory of files (web.session_dir), mode 0700, for one host.
-    A shared store (memcached, redis) for several hosts would be chosen here."""
+    """Where sessions live: redis (web.session_store) when several site processes or hosts
+    share them, else a directory of files (web.session_dir, mode 0700) on this host."""
+    if web.session_store:
+        return redis_store(web.session_store)
     path = web.session_dir
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -56,6 +59,29 @@ def session_store(web: WebConfig) -> BaseCache:
         raise ConfigError(f"web.session_dir = {path!r}: cannot write there: "
                           f"{err.strerror}") from None
     return FileSystemCache(path, threshold=SESSION_FILE_THRESHOLD, mode=0o600)
+
+
+def redis_store(url: str) -> BaseCache:
+    """A redis server as the store (``redis://HOST:PORT/DB`` or ``unix:///PATH?db=N``). It
+    must answer now: a site that could keep no session would log everybody out."""
+    import redis  # python3-redis: only sites with a shared store need it
+    from cachelib.redis import RedisCache
+
+    if url.startswith("unix://"):  # redis-py 4.3 leaves the socket of a failed connect open
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(url[len("unix://"):].partition("?")[0])
+            except OSError as err:
+                raise ConfigError(f"web.session_store = {url!r}: no answer: "
+                                  f"{err.strerror}") from None
+    client = redis.Redis.from_url(url, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.connection_pool.disconnect()
+        raise ConfigError(f"web.session_store = {url!r}: no answer: "
+                          f"{type(err).__name__}") from None
+    return RedisCache(host=client, key_prefix="campus-mfa:")
 
 
 class ServerSession(FileSystemSession):

@@ -77,6 +77,8 @@ class WebConfig:
     session_lifetime: int = 900
     # Sessions live on the server (log out and MFA changes end them); one file each here.
     session_dir: str = "/var/lib/campus-mfa-enroll/sessions"
+    # Several site processes or hosts: one redis for all (redis://HOST:PORT/DB, unix:///PATH).
+    session_store: str = ""
     first_factor: str = "ldap"
     pam_service: str = "campus-mfa-enroll"
     cookie_secure: bool = True

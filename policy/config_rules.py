@@ -94,6 +94,10 @@ def check_web(web: WebConfig, fail) -> None:
         raise fail("web.session_lifetime", "must be at least 60 seconds")
     if not web.session_dir.startswith("/"):
         raise fail("web.session_dir", f"must be an absolute path, got {web.session_dir!r}")
+    if web.session_store and not web.session_store.startswith(("redis://", "unix://")):
+        raise fail("web.session_store", "must be empty (files in web.session_dir) or a redis "
+                                        f"URL (redis://HOST:PORT/DB, unix:///PATH), got "
+                                        f"{web.session_store!r}")
     if not 1 <= web.recheck_seconds <= 3600:
         raise fail("web.recheck_seconds", f"must be between 1 and 3600, got "
                                           f"{web.recheck_seconds}")
