@@ -96,7 +96,8 @@ class Connection:
         fails on ldapi:// sockets in 2.9, and it sleeps between rounds). A server that
         answers and refuses the bind ends the search: the credentials are the problem."""
         problems = []
-        for server in self.servers():
+        servers = self.servers()
+        for server in self.pool.order(servers) if self.pool is not None else servers:
             # check_names=False: DNs go to the server as written and the server matches
             # them (ldap3's own check refuses the spaces RFC 4514 lets a server ignore).
             conn = ldap3.Connection(server, user=user, password=password,
@@ -118,6 +119,8 @@ class Connection:
             except lexc.LDAPException as err:
                 unbind(conn)
                 problems.append(f"{server.name}: {step}: {describe(err)}")
+                if self.pool is not None:
+                    self.pool.failed(server.name)
         raise DirectoryUnavailable("no server answered: " + "; ".join(problems))
 
     def call(self, what: str, operation: Any, *args: Any, write: bool = False,
@@ -137,6 +140,8 @@ class Connection:
         except (lexc.LDAPCommunicationError, lexc.LDAPSessionTerminatedByServerError,
                 lexc.LDAPResponseTimeoutError) as err:
             retry = self._unproven and not write
+            if self.pool is not None:
+                self.pool.failed(conn.server.name)
             self._discard()
             if retry:  # a stale borrowed connection: the read once more on a fresh one
                 self._get(fresh=True)

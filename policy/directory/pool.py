@@ -11,7 +11,9 @@ twice): the login fails closed, or verify_code re-reads the token and decides an
 
 Connections to any server but the first of ``ldap.uris`` are kept for FALLBACK_SECONDS
 only, so that once the first provider is back every host writes there again (compare-and-
-swaps meet on one server, docs/ldap-servers.md).
+swaps meet on one server, docs/ldap-servers.md). A server that failed (refused, or did not
+answer within ldap.timeout) is tried after the others for DOWN_SECONDS, so that a provider
+that hangs costs one timeout, not one per login.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import ldap3
 SIZE = 8                 # idle connections kept; more logins at once open more, not kept
 VALIDATE_AFTER = 1.0     # seconds idle after which a connection is checked before a write
 FALLBACK_SECONDS = 30.0  # how long a connection to a later server of ldap.uris is kept
+DOWN_SECONDS = 10.0      # how long a server that failed is tried after the others
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ConnectionPool:
         self.first = uris[0] if uris else ""
         self.size = size
         self._idle: list[Pooled] = []
+        self._down: dict[str, float] = {}  # server name -> until when it is tried last
         self._lock = threading.Lock()
         self.opened = 0    # connections opened (and bound) through this pool: a measure
 
@@ -66,6 +70,19 @@ class ConnectionPool:
                 return False
             self._idle.append(pooled)
             return True
+
+    def failed(self, server: str) -> None:
+        """``server`` did not answer: try the others first for a while."""
+        with self._lock:
+            self._down[server] = time.monotonic() + DOWN_SECONDS
+
+    def order(self, servers: list) -> list:
+        """``servers`` (ldap3 Servers, in ldap.uris order) with the ones that failed lately
+        moved to the end, in their own order."""
+        now = time.monotonic()
+        with self._lock:
+            down = {name for name, until in self._down.items() if until > now}
+        return sorted(servers, key=lambda server: server.name in down)
 
     def close(self) -> list[Pooled]:
         """Empty the pool; the connections it held, for the caller to unbind."""
