@@ -132,6 +132,8 @@ class Connection:
         conn = self.conn
         if write and self._unproven and self._loan is not None and \
                 time.monotonic() - self._loan.used >= VALIDATE_AFTER and not alive(conn):
+            if self.pool is not None:
+                self.pool.failed(conn.server.name)
             self._discard()
             self._get(fresh=True)
             conn = self.conn
