@@ -20,7 +20,7 @@ from typing import Any
 
 from support import weblab
 from support.pamlab import SyslogListener
-from support.site import toml_with
+from devtools.toml import toml_with
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
