@@ -37,7 +37,7 @@ from devtools.syslog import SyslogListener, audit_pid
 from devtools.toml import dump_toml
 from policy.messages import MISMATCH_MESSAGE
 from policy.rules.totp import from_base32
-from support.sitelab import UnixHTTPConnection
+from support.weblab import UnixHTTPConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
