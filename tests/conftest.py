@@ -23,7 +23,15 @@ from support.utmp import utmp_file
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the one marker the suite uses."""
-    config.addinivalue_line("markers", "slapd: uses the session's throwaway slapd")
+    config.addinivalue_line("markers", "slapd: starts slapd (the session's, or one of its own)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slapd`` marker on every test that uses the session's slapd, through any
+    fixture; a test that starts one of its own (devldap.start) carries the marker itself."""
+    for item in items:
+        if "slapd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slapd)
 
 
 @pytest.hookimpl(hookwrapper=True)

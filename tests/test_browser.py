@@ -26,8 +26,6 @@ from support import weblab
 from support.netns import CLIENT
 from support.sitelab import HOST, ask, gunicorn, wait_until_serving
 
-pytestmark = pytest.mark.slapd
-
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
 COOKIE = "__Host-campus-mfa"

@@ -37,8 +37,6 @@ from support.sshlab import (CAMPUS, KEYS_PORT, KEYS_SERVICE, TRIES, Harness, Use
                             one_audit, refused, ssh)
 
 
-pytestmark = pytest.mark.slapd
-
 @pytest.fixture(scope="module")
 def harness(netlab: Lab, slapd: devldap.DevLdap, authd: AuthdProcess,
             utmp: str) -> Iterator[Harness]:

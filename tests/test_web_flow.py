@@ -9,7 +9,6 @@ from policy.messages import MISMATCH_MESSAGE, SET_UP_MESSAGE
 from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
                           post_form, read_state, shown_secret, start_setup)
 
-pytestmark = pytest.mark.slapd
 CAMPUS_ONLY = "available from the campus network only"
 
 

@@ -21,7 +21,6 @@ from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enro
                           post_form, session_cookie, shown_secret, start_setup, stored_session,
                           web_config)
 
-pytestmark = pytest.mark.slapd
 POSTS = ["/login", "/logout", "/verify", "/user-info/role", "/mfa/setup", "/mfa/confirm",
          "/mfa/off"]
 
