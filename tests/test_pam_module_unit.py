@@ -18,7 +18,7 @@ from devtools.toml import dump_toml
 from pam_module import adapter
 from policy.login import LoginResult
 from support.pamlab import MODULE, ROOT
-from support.tripwire import Tripwire
+from support.tcp import Tripwire
 
 SUCCESS, AUTH_ERR, AUTHINFO_UNAVAIL, CONV_ERR = 1001, 1002, 1003, 1019
 

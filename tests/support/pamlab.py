@@ -37,7 +37,7 @@ from devtools.pamtester import CODE_PROMPT, PamRun, clean_env, run_pamtester
 from devtools.syslog import SyslogListener, audit_pid, parse_audit
 from devtools.toml import dump_toml
 from policy.rules.totp import TotpParams, to_base32
-from support.tripwire import Tripwire
+from support.tcp import Tripwire
 from support.utmp import LOGIN_PROCESS, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ class PamLab:
         return name
 
     def tripwire(self, *, hang: bool = False) -> Tripwire:
-        """A misbehaving "directory" (support/tripwire.py), closed at teardown."""
+        """A misbehaving "directory" (support/tcp.py), closed at teardown."""
         wire = Tripwire(hang=hang)
         self._closers.append(wire.close)
         return wire

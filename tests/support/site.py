@@ -113,12 +113,17 @@ def shown_secret(client: FlaskClient) -> bytes:
     return from_base32(found.group(1))
 
 
-def enroll(client: FlaskClient, cfg: Config, username: str, password: str) -> Codes:
-    """Log in, role, setup, confirm on campus; return the Codes of the new token."""
+def begin_setup(client: FlaskClient, username: str, password: str) -> bytes:
+    """Log in, take the role, start the setup (on campus); return the secret shown."""
     assert login(client, username, password).status_code == 302
     post_form(client, "/user-info/role", {}, page="/user-info")
     assert start_setup(client).status_code == 302
-    codes = Codes(shown_secret(client))
+    return shown_secret(client)
+
+
+def enroll(client: FlaskClient, cfg: Config, username: str, password: str) -> Codes:
+    """Log in, role, setup, confirm on campus; return the Codes of the new token."""
+    codes = Codes(begin_setup(client, username, password))
     code, _ = codes.next()
     response = post_form(client, "/mfa/confirm", {"code": code})
     assert response.status_code == 302 and response.location.endswith("/mfa")

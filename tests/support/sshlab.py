@@ -18,8 +18,8 @@ fixture creates it if this machine has none.
 
 The module decides in the session's authd (root namespace, LDAP on loopback there) or, with
 ``authd=off``, in sshd's own process: the session's slapd listens on 127.0.0.1 of the root
-namespace, which sshd cannot reach, so a ``Relay`` listens on 127.0.0.1:389 inside the
-server namespace and forwards to it.
+namespace, which sshd cannot reach, so a ``Relay`` (support/tcp.py) listens on
+127.0.0.1:389 inside the server namespace and forwards to it.
 """
 from __future__ import annotations
 
@@ -27,9 +27,7 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,7 +45,8 @@ from devtools.syslog import SyslogListener, audit_pid, parse_audit
 from devtools.toml import dump_toml
 from policy.config import load_config
 from policy.rules.totp import from_base32, to_base32
-from support.netns import CAMPUS_NETWORKS, PID, PREFIX, SERVER, Lab, entered, stale, work_dir
+from support.netns import CAMPUS_NETWORKS, PID, PREFIX, SERVER, Lab, stale, work_dir
+from support.tcp import Relay
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
@@ -73,63 +72,6 @@ def remove_stale() -> None:
     for name in names:
         if re.fullmatch(r"cmt\d+u\d+", name) and stale(name):
             subprocess.run(["userdel", "-f", "-r", name], check=False, capture_output=True)
-
-
-# -- the relay to slapd -------------------------------------------------------------------
-
-class Relay:
-    """127.0.0.1:389 inside the server namespace -> 127.0.0.1:``target`` here. When the
-    target refuses, the accepted connection is reset, as a stopped slapd would do."""
-
-    def __init__(self, netns: str, target: int) -> None:
-        self.target = target
-        with entered(netns):  # the listening socket stays in the namespace it was made in
-            self.listener = socket.create_server(("127.0.0.1", 389))
-        self.listener.settimeout(0.2)
-        self.stopping = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                down, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                up = socket.create_connection(("127.0.0.1", self.target), timeout=2)
-            except OSError:
-                down.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                down.close()
-                continue
-            up.settimeout(None)
-            down.settimeout(None)
-            self.sockets += [up, down]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(2)
-        self.listener.close()
-        for sock in self.sockets:
-            sock.close()
 
 
 # -- the harness: config, PAM files, the two sshd -------------------------------------------
@@ -190,10 +132,10 @@ class Harness:
         return pid != self.authd.pid if self.in_process else pid == self.authd.pid
 
 
-SSHD_CONFIG = """\
-# The tested configuration (docs/pam.md), plus what a test instance needs:
-# its own port, addresses, host key and no PID file.
-Port 2222
+# What both sshd share: what a test instance needs (its own port, addresses, host key, no
+# PID file), then docs/pam.md's settings.
+_SSHD_BASE = """\
+Port {port}
 ListenAddress {v4}
 ListenAddress {v6}
 HostKey {dir}/ssh_host_ed25519_key
@@ -206,7 +148,10 @@ PubkeyAuthentication yes
 PermitRootLogin no
 UseDNS no
 LoginGraceTime 30
+"""
 
+# The tested configuration (docs/pam.md).
+SSHD_CONFIG = _SSHD_BASE + """
 # Off campus: a key alone is never enough (sshd does not run the PAM auth stack when it
 # accepts a key); the PAM conversation, with its verification code, always follows.
 AuthenticationMethods publickey,keyboard-interactive keyboard-interactive
@@ -219,20 +164,7 @@ Match Address {campus}
 # The key-only variant in docs/pam.md: every login needs a key, and the key
 # replaces the password; PAM adds only the code, and only off campus. No campus list in
 # sshd_config.
-KEYS_SSHD_CONFIG = """\
-Port 2223
-ListenAddress {v4}
-ListenAddress {v6}
-HostKey {dir}/ssh_host_ed25519_key
-PidFile none
-
-UsePAM yes
-KbdInteractiveAuthentication yes
-PasswordAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin no
-UseDNS no
-LoginGraceTime 30
+KEYS_SSHD_CONFIG = _SSHD_BASE + """\
 AuthenticationMethods publickey,keyboard-interactive
 """
 
@@ -276,16 +208,17 @@ ALL ALL=(root) /usr/bin/id
 """
 
 
-def start_sshd(h: Harness, name: str, config: str, pam: str,
+def start_sshd(h: Harness, name: str, port: int, config: str, pam: str,
                binds: dict[str, Path] | None = None) -> subprocess.Popen:
     """Write /etc/pam.d/``name`` and start sshd under the program name ``name`` (its PAM
-    service) in the server namespace; with ``binds`` (target: source), in a private mount
-    namespace where each source is bind-mounted over its target. Return once it listens on
-    both addresses."""
+    service) in the server namespace, on ``port``; with ``binds`` (target: source), in a
+    private mount namespace where each source is bind-mounted over its target. Return once
+    it listens on both addresses."""
     h.write_pam(Path("/etc/pam.d") / name, pam)
     config_path = h.dir / f"{name}.conf"
-    config_path.write_text(config.format(v4=SERVER["campus", "v4"], v6=SERVER["campus", "v6"],
-                                         dir=h.dir, campus=",".join(CAMPUS)))
+    config_path.write_text(config.format(port=port, v4=SERVER["campus", "v4"],
+                                         v6=SERVER["campus", "v6"], dir=h.dir,
+                                         campus=",".join(CAMPUS)))
     program = h.dir / name
     program.symlink_to(SSHD)
     run(str(program), "-t", "-f", str(config_path))
@@ -344,8 +277,8 @@ def harness(net: Lab, slapd: devldap.DevLdap, authd: AuthdProcess) -> Iterator[H
         binds["/etc/sudoers"] = work / "sudoers"
         binds["/etc/sudoers"].write_text(SUDOERS)
         os.chmod(binds["/etc/sudoers"], 0o440)
-        start_sshd(h, SERVICE, SSHD_CONFIG, PAM_SERVICE, binds)
-        start_sshd(h, KEYS_SERVICE, KEYS_SSHD_CONFIG, KEYS_PAM_SERVICE, logs)
+        start_sshd(h, SERVICE, PORT, SSHD_CONFIG, PAM_SERVICE, binds)
+        start_sshd(h, KEYS_SERVICE, KEYS_PORT, KEYS_SSHD_CONFIG, KEYS_PAM_SERVICE, logs)
         yield h
     finally:
         for proc in h.procs if h is not None else ():
