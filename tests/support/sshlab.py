@@ -46,10 +46,9 @@ from devtools.toml import dump_toml
 from policy.config import load_config
 from policy.rules.totp import from_base32, to_base32
 from support.netns import CAMPUS_NETWORKS, PID, PREFIX, SERVER, Lab, stale, work_dir
+from support.pamlab import MODULE
 from support.tcp import Relay
 
-ROOT = Path(__file__).resolve().parents[2]
-MODULE = ROOT / "pam_module" / "pam_campus_mfa.py"
 SSHD = "/usr/sbin/sshd"
 SERVICE = f"campus-mfa-e2e-{PID}"       # the PAM service (and sshd's program name)
 KEYS_SERVICE = f"campus-mfa-e2e-{PID}-keys"
