@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .pamtester import clean_env
@@ -16,9 +17,11 @@ PYTHON = "/usr/bin/python3"
 
 class AuthdProcess:
     """``python3 -m policy.authd`` on a socket of its own (in a new directory under /tmp
-    unless ``path`` is given); stop() ends it."""
+    unless ``path`` is given); stop() ends it. What it reports on stderr once it listens
+    is kept in ``reports`` (and handed to ``echo``, if given)."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="cmfa-authd-", dir="/tmp")
         self.path = path or os.path.join(self.dir, "authd.sock")
         self.proc = subprocess.Popen([PYTHON, "-m", "policy.authd", "--socket", self.path],
@@ -32,12 +35,15 @@ class AuthdProcess:
             raise RuntimeError(f"authd did not start: {ready}{self.proc.stderr.read()}")
         # What it reports later (internal errors), read as it comes so the pipe never fills.
         self.reports: list[str] = []
+        self._echo = echo
         self._reader = threading.Thread(target=self._read_reports, daemon=True)
         self._reader.start()
 
     def _read_reports(self) -> None:
         for line in self.proc.stderr:
             self.reports.append(line)
+            if self._echo is not None:
+                self._echo(line)
 
     def stop(self) -> int:
         """SIGTERM, then the exit code."""

@@ -9,18 +9,17 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 
 from . import devldap
+from .authd import AuthdProcess
+from .syslog import SyslogListener
 
 ROOT = Path(__file__).resolve().parent.parent
 PAM_SERVICE = Path("/etc/pam.d/campus-mfa-demo")
@@ -36,21 +35,9 @@ def pam_service_text(config_path: str, authd_socket: str) -> str:
             "account required pam_permit.so\n")
 
 
-def print_audit_lines(path: str) -> socket.socket:
+def print_audit_lines(path: str) -> SyslogListener:
     """Listen where the demo config sends syslog lines and show them in the terminal."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-
-    def loop() -> None:
-        while True:
-            try:
-                data = sock.recv(4096)
-            except OSError:
-                return
-            print("  audit:", data.decode("utf-8", "replace"), flush=True)
-
-    threading.Thread(target=loop, daemon=True).start()
-    return sock
+    return SyslogListener(path, echo=lambda line: print("  audit:", line, flush=True))
 
 
 def main() -> int:
@@ -69,14 +56,9 @@ def main() -> int:
         with EnrollmentDirectory(config.ldap) as writer:
             writer.set_role(writer.find_user("alice")[0], True)
         listener = print_audit_lines(config.audit.syslog_socket)
-        authd_socket = os.path.join(work, "authd.sock")
-        authd = subprocess.Popen([sys.executable, "-m", "policy.authd", "--socket",
-                                  authd_socket], cwd=ROOT)
-        for _ in range(100):  # until it listens (a login before that works alone)
-            if os.path.exists(authd_socket) or authd.poll() is not None:
-                break
-            time.sleep(0.1)
-        PAM_SERVICE.write_text(pam_service_text(ldap.config_path, authd_socket))
+        authd = AuthdProcess(os.path.join(work, "authd.sock"),
+                             echo=lambda line: print("  authd:", line, end="", flush=True))
+        PAM_SERVICE.write_text(pam_service_text(ldap.config_path, authd.path))
         site = subprocess.Popen(
             ["gunicorn", "--bind", f"127.0.0.1:{args.port}", "--workers", "2",
              "enroll_web:create_app()"],
@@ -87,7 +69,7 @@ campus-mfa demo (Ctrl-C stops and removes everything)
   campus      127.0.0.0/8 and ::1; every other source address is off campus
   users       alice / alice-pass (has the Multifactor Authentication role), bob / bob-pass
   site        http://127.0.0.1:{args.port}/  -- log in as alice, set up 2-step verification
-  authd       {authd_socket}  (pid {authd.pid}: it runs the PAM service's logins)
+  authd       {authd.path}  (pid {authd.pid}: it runs the PAM service's logins)
 
 Try:
   pamtester -I rhost=127.0.0.1 campus-mfa-demo alice authenticate      # campus: no code
@@ -100,10 +82,11 @@ Try:
     except KeyboardInterrupt:
         pass
     finally:
-        for process in (site, authd):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
+        if site is not None and site.poll() is None:
+            site.terminate()
+            site.wait(timeout=10)
+        if authd is not None:
+            authd.stop()
         if listener is not None:
             listener.close()
         PAM_SERVICE.unlink(missing_ok=True)

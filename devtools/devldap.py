@@ -16,9 +16,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import ldap3
+
+from .commands import run
+from .tls import make_tls
+from .toml import dump_toml
+
+if TYPE_CHECKING:
+    from policy.rules.totp import TotpParams
 
 LDAP_DIR = Path(__file__).resolve().parents[1] / "ldap"
 BASE_DN = "dc=example,dc=edu"
@@ -115,22 +123,12 @@ olcAccess: {{2}}to * by * read
 """
 
 
-def _make_tls(root: Path) -> str:
+def _tls_lines(root: Path) -> str:
     """A throwaway CA and a server certificate for 127.0.0.1; the cn=config lines using them."""
-    tls = root / "tls"
-    tls.mkdir(mode=0o700)
-    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=campus-mfa test CA", "-keyout", str(tls / "ca.key"),
-         "-out", str(tls / "ca.pem"))
-    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(tls / "server.key"), "-out", str(tls / "server.csr"))
-    (tls / "san.ext").write_text("subjectAltName = IP:127.0.0.1\n")
-    _run("openssl", "x509", "-req", "-in", str(tls / "server.csr"), "-days", "2",
-         "-CA", str(tls / "ca.pem"), "-CAkey", str(tls / "ca.key"), "-CAcreateserial",
-         "-extfile", str(tls / "san.ext"), "-out", str(tls / "server.pem"))
-    return (f"olcTLSCACertificateFile: {tls / 'ca.pem'}\n"
-            f"olcTLSCertificateFile: {tls / 'server.pem'}\n"
-            f"olcTLSCertificateKeyFile: {tls / 'server.key'}\n")
+    tls = make_tls(root / "tls", "127.0.0.1")
+    return (f"olcTLSCACertificateFile: {tls.ca}\n"
+            f"olcTLSCertificateFile: {tls.cert}\n"
+            f"olcTLSCertificateKeyFile: {tls.key}\n")
 
 
 def _user_ldif(uid: str, password: str) -> str:
@@ -154,23 +152,11 @@ def _tree_ldif(service_password: str, enroll_password: str) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _run(*args: str) -> None:
-    """Run a slap* or openssl command; raise with its output if it fails."""
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n"
-                           f"{done.stdout}{done.stderr}")
-
-
 def _write(path: Path, text: str, mode: int = 0o600) -> None:
     """Create ``path`` with ``mode`` before any content is written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def _toml_list(values: tuple[str, ...] | list[str]) -> str:
-    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
 
 
 def _write_config(root: Path, uri: str, campus_networks: tuple[str, ...],
@@ -180,33 +166,19 @@ def _write_config(root: Path, uri: str, campus_networks: tuple[str, ...],
 
     _write(root / "web.secret", secrets.token_hex(32) + "\n")
     path = root / "campus-mfa.toml"
-    _write(path, f"""\
-[ldap]
-uris = {_toml_list([uri])}
-base_dn = "{BASE_DN}"
-user_base = "{PEOPLE_DN}"
-user_filter = "(&(objectClass=inetOrgPerson)(uid={{username}}))"
-token_base = "{TOKENS_DN}"
-role_group = "{ROLE_GROUP_DN}"
-bind_dn = "{SERVICE_DN}"
-bind_password_file = "{root / 'ldap.secret'}"
-write_bind_dn = "{ENROLL_DN}"
-write_bind_password_file = "{root / 'ldap-write.secret'}"
-timeout = 3
-start_tls = {"true" if tls else "false"}
-ca_file = "{root / 'tls' / 'ca.pem' if tls else ''}"
-
-[policy]
-campus_networks = {_toml_list(campus_networks)}
-
-[audit]
-syslog_socket = "{root / 'syslog.sock'}"
-
-[web]
-secret_key_file = "{root / 'web.secret'}"
-session_dir = "{root / 'sessions'}"
-cookie_secure = false
-""", 0o644)
+    _write(path, dump_toml({
+        "ldap": {"uris": [uri], "base_dn": BASE_DN, "user_base": PEOPLE_DN,
+                 "user_filter": "(&(objectClass=inetOrgPerson)(uid={username}))",
+                 "token_base": TOKENS_DN, "role_group": ROLE_GROUP_DN,
+                 "bind_dn": SERVICE_DN, "bind_password_file": str(root / "ldap.secret"),
+                 "write_bind_dn": ENROLL_DN,
+                 "write_bind_password_file": str(root / "ldap-write.secret"),
+                 "timeout": 3, "start_tls": tls,
+                 "ca_file": str(root / "tls" / "ca.pem") if tls else ""},
+        "policy": {"campus_networks": list(campus_networks)},
+        "audit": {"syslog_socket": str(root / "syslog.sock")},
+        "web": {"secret_key_file": str(root / "web.secret"),
+                "session_dir": str(root / "sessions"), "cookie_secure": False}}), 0o644)
     load_config(str(path))
     return path
 
@@ -279,14 +251,14 @@ def start(dir: str, port: int,
     _write(root / "admin.secret", admin_password + "\n")
 
     conf = str(root / "slapd.d")
-    tls_lines = _make_tls(root) if tls else ""
+    tls_lines = _tls_lines(root) if tls else ""
     _write(root / "bootstrap.ldif", _bootstrap_ldif(root, admin_password, tls_lines))
-    _run("slapadd", "-n0", "-F", conf, "-l", str(root / "bootstrap.ldif"))
+    run("slapadd", "-n0", "-F", conf, "-l", str(root / "bootstrap.ldif"))
     # The shipped files, applied as an admin would apply them with ldapmodify.
-    _run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "otp-module.ldif"))
-    _run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "acl.ldif"))
+    run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "otp-module.ldif"))
+    run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "acl.ldif"))
     _write(root / "tree.ldif", _tree_ldif(service_password, enroll_password))
-    _run("slapadd", "-q", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
+    run("slapadd", "-q", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
     config_path = _write_config(root, uri, tuple(campus_networks), tls)
 
     log = root / "slapd.log"
@@ -340,10 +312,7 @@ def _terminate(pid: int) -> None:
 def apply_ldif(handle: DevLdap, ldif: str) -> None:
     """Apply changes to the running slapd as root over its local socket, the way an admin
     applies the shipped files: ``ldapmodify -Y EXTERNAL -H ldapi://...``."""
-    done = subprocess.run(["ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", handle.ldapi_uri],
-                          input=ldif, capture_output=True, text=True, check=False, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"ldapmodify failed ({done.returncode}): {done.stdout}{done.stderr}")
+    run("ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", handle.ldapi_uri, input=ldif, timeout=30)
 
 
 def admin_connection(handle: DevLdap) -> ldap3.Connection:
@@ -363,6 +332,22 @@ def add_user(handle: DevLdap, uid: str, password: str) -> str:
     finally:
         conn.unbind()
     return dn
+
+
+def link_new_token(handle: DevLdap, uid: str, params: TotpParams | None = None,
+                   max_failures: int = 10) -> tuple[bytes, str]:
+    """Give ``uid`` a new token the way the site does (a pending entry, then the link, as
+    the enrollment DN); return its secret and DN."""
+    from policy.config import load_config
+    from policy.directory.enrollment import EnrollmentDirectory
+    from policy.rules.totp import TotpParams, new_secret
+
+    secret = new_secret()
+    with EnrollmentDirectory(load_config(handle.config_path).ldap) as directory:
+        dn = directory.create_pending_token(secret, params or TotpParams(), max_failures,
+                                            time.time())
+        directory.link_token(directory.read_state(uid), dn, 0)
+    return secret, dn
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 
 from policy.messages import PROMPT as CODE_PROMPT
 
+# pamtester's result line, in its words.
+SUCCESS = "pamtester: successfully authenticated"
+AUTH_ERR = "pamtester: Authentication failure"
+UNAVAIL = "pamtester: Authentication service cannot retrieve authentication info"
+
 
 @dataclass(frozen=True)
 class PamRun:

@@ -1,5 +1,6 @@
 """The fixtures (helpers live in tests/support/): one throwaway slapd and one authd per
-test session (never a system slapd), the PAM lab, the site."""
+test session (never a system slapd), the PAM lab, the site on the test client, and the
+site as deployed in the network lab."""
 from __future__ import annotations
 
 import secrets
@@ -11,16 +12,26 @@ import pytest
 from flask import Flask
 
 from devtools import devldap
+from devtools.authd import AuthdProcess
 from enroll_web import create_app
 from policy.config import Config
-from support.pamlab import AuthdProcess, PamLab, make_lab
+from support import netns, sitelab
+from support.pamlab import PamLab, make_lab
 from support.site import web_config
 from support.utmp import utmp_file
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the one marker the suite uses."""
-    config.addinivalue_line("markers", "slapd: uses the session's throwaway slapd")
+    config.addinivalue_line("markers", "slapd: starts slapd (the session's, or one of its own)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slapd`` marker on every test that uses the session's slapd, through any
+    fixture; a test that starts one of its own (devldap.start) carries the marker itself."""
+    for item in items:
+        if "slapd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slapd)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -97,3 +108,20 @@ def make_app(slapd: devldap.DevLdap) -> Callable[..., tuple[Flask, Config]]:
         cfg = web_config(slapd, policy=policy, **web)
         return create_app(cfg), cfg
     return make
+
+
+@pytest.fixture(scope="session")
+def netlab() -> Iterator[netns.Lab]:
+    """A server and a campus and an off-campus client namespace (support/netns.py)."""
+    with netns.lab() as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def site(netlab: netns.Lab, slapd: devldap.DevLdap) -> Iterator[sitelab.Site]:
+    """The enrollment site as deployed (nginx's example site with TLS, gunicorn with the
+    unit's flags) in the lab's server namespace, on the session's slapd; the lab's campus
+    client is on campus."""
+    with sitelab.deployed(netlab, Path(slapd.config_path).read_text(),
+                          netns.CAMPUS_NETWORKS) as deployed:
+        yield deployed

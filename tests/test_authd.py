@@ -17,11 +17,13 @@ import time
 
 import pytest
 
+from devtools.authd import AuthdProcess
+from devtools.pamtester import AUTH_ERR, CODE_PROMPT, SUCCESS, pamtester_args
+from devtools.syslog import audit_pid
 from policy.authd.wire import MAX_FRAME, WireError, pack, unpack
 from policy.directory.pool import SIZE as POOL_SIZE
-from support.pamlab import (AUTH_ERR, CAMPUS_ADDRESS, CAMPUS_V4, CODE_PROMPT, MODULE, OFF_CAMPUS,
-                            PYTHON, ROOT, SUCCESS, UNAVAILABLE_MESSAGE, AuthdProcess, PamLab,
-                            pamtester_args)
+from policy.messages import UNAVAILABLE_MESSAGE
+from support.pamlab import CAMPUS_ADDRESS, CAMPUS_V4, MODULE, OFF_CAMPUS, PYTHON, ROOT
 from support.utmp import LOGIN_PROCESS, record
 
 NOBODY = 65534
@@ -46,10 +48,6 @@ def wait_until_idle(authd: AuthdProcess, timeout: float = 15) -> None:
 def stack(config: str, authd: str, options: str = "") -> str:
     return (f"auth required pam_python.so {MODULE} config={config} authd={authd} {options}\n"
             "account required pam_permit.so\n")
-
-
-def pid_of(line: str) -> int:
-    return int(re.match(r"<\d+>campus-mfa\[(\d+)\]", line)[1])
 
 
 def exchange(path: str, data: bytes, *, close_write: bool = True) -> bytes:
@@ -187,7 +185,7 @@ def test_without_an_authd_the_module_works_alone(pam, authd, tmp_path):
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
     assert run.verdict == SUCCESS and run.prompts == 1
     line = pam.syslog.wait_for(1)[0]
-    assert pid_of(line) != authd.pid
+    assert audit_pid(line) not in (None, authd.pid)
 
 
 # -- lifecycle -------------------------------------------------------------------------------
@@ -219,7 +217,7 @@ def test_a_second_authd_leaves_a_live_one_alone(authd, pam):
     assert f"another authd answers on {authd.path}" in done.stderr
     service = pam.service(stack=stack(pam.config(), authd.path))
     assert pam.run(service, "anyone", CAMPUS_ADDRESS).verdict == SUCCESS
-    assert pid_of(pam.syslog.wait_for(1)[0]) == authd.pid  # the first one still answers
+    assert audit_pid(pam.syslog.wait_for(1)[0]) == authd.pid  # the first one still answers
 
 
 def test_sigterm_stops_the_authd_and_removes_its_socket():
@@ -238,12 +236,12 @@ def test_a_stopped_authd_delays_a_login_by_seconds_then_the_module_works_alone(p
         run = pam.run(service, "anyone", CAMPUS_ADDRESS)
         assert run.verdict == SUCCESS and run.stderr == ""
         assert 4.5 < run.elapsed < 20  # the module's ACK_TIMEOUT (5 s), then its own work
-        assert pid_of(pam.syslog.wait_for(1)[0]) != own.pid
+        assert audit_pid(pam.syslog.wait_for(1)[0]) not in (None, own.pid)
         own.proc.send_signal(signal.SIGCONT)
         wait_until_idle(own)  # it reads the abandoned request, and must not act on it
         assert len(pam.syslog.lines) == 1
         assert pam.run(service, "anyone", CAMPUS_ADDRESS).verdict == SUCCESS
-        assert pid_of(pam.syslog.wait_for(2)[1]) == own.pid  # and it serves again
+        assert audit_pid(pam.syslog.wait_for(2)[1]) == own.pid  # and it serves again
     finally:
         own.proc.send_signal(signal.SIGCONT)
         assert own.stop() == 0
@@ -261,7 +259,7 @@ def test_a_config_edit_counts_from_the_next_login(pam, authd):
         out.write(text.replace(f'"{CAMPUS_V4}"', '"203.0.113.0/24"'))
     run = pam.run(service, user.uid, CAMPUS_ADDRESS, [user.code()])
     assert run.verdict == SUCCESS and run.prompts == 1
-    assert [pid_of(line) for line in pam.syslog.wait_for(2)] == [authd.pid, authd.pid]
+    assert [audit_pid(line) for line in pam.syslog.wait_for(2)] == [authd.pid, authd.pid]
 
 
 def test_a_config_error_is_met_by_the_module_itself(pam, authd):
@@ -275,7 +273,7 @@ def test_a_config_error_is_met_by_the_module_itself(pam, authd):
     # The authd said "retry"; the module read the file itself and wrote the line to the
     # option's socket (the config's being unreadable), as it does without an authd.
     lines = pam.syslog.wait_for(1)
-    assert len(lines) == 1 and pid_of(lines[0]) != authd.pid
+    assert len(lines) == 1 and audit_pid(lines[0]) not in (None, authd.pid)
     assert pam.audit()[0]["reason"].startswith(f"configuration error: {config}: ")
 
 
@@ -294,7 +292,7 @@ def test_a_secret_file_error_is_met_by_the_module_itself(pam):
         run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
         assert run.verdict == AUTH_ERR and run.prompts == 0
         line = pam.syslog.wait_for(1)[0]
-        assert pid_of(line) != own.pid
+        assert audit_pid(line) not in (None, own.pid)
         assert pam.audit()[0]["reason"] == (
             f"configuration error: ldap.bind_password_file = '{loose}': is readable by "
             "others (mode 0644); chmod 0640 or 0600")
@@ -332,7 +330,7 @@ def test_an_authd_killed_mid_conversation_fails_the_login_closed(pam):
     assert line["outcome"] == "failure"
     assert re.fullmatch(r"authd: (WireError|BrokenPipeError) mid-conversation",
                         line["reason"])
-    assert pid_of(pam.syslog.lines[0]) != own.pid  # written by the module itself
+    assert audit_pid(pam.syslog.lines[0]) not in (None, own.pid)  # written by the module itself
     assert pam.token(user.token_dn)["last_step"] == 0  # the code was never used
 
 
@@ -401,7 +399,7 @@ def test_hostile_frames_get_no_answer_and_the_authd_keeps_serving(pam, authd):
         service = pam.service(stack=stack(pam.config(), authd.path))
         run = pam.run(service, "anyone", CAMPUS_ADDRESS)
         assert run.verdict == SUCCESS
-    assert pid_of(pam.syslog.wait_for(1)[0]) == authd.pid
+    assert audit_pid(pam.syslog.wait_for(1)[0]) == authd.pid
     assert authd.proc.poll() is None
 
 
@@ -479,7 +477,7 @@ def test_a_login_without_rhost_takes_the_session_of_the_peer(pam, authd, utmp):
     assert local == pack("ack") + pack("outcome", "success")
     assert foreign == pack("ack") + pack("ask", CODE_PROMPT, "6")  # then hung up on
     lines = pam.audit()
-    assert pid_of(pam.syslog.lines[0]) == authd.pid
+    assert audit_pid(pam.syslog.lines[0]) == authd.pid
     assert lines[0] == {"user": user.uid, "service": "su", "source": "local",
                         "outcome": "success",
                         "reason": f"local login (utmp record of {own}: no remote host)"}

@@ -1,6 +1,7 @@
 """The site as it is deployed: Debian's nginx with the shipped example site terminating TLS
 (a throwaway CA), gunicorn on a unix socket with the unit's own flags, and Debian's headless
-chromium in a campus and an off-campus network namespace (tests/weblab.py draws the layout).
+chromium in a campus and an off-campus network namespace (tests/support/netns.py draws the
+layout). The ``site`` fixture (conftest.py) is the deployed site.
 
 The seed's story: log in, Request a Role, set up, scan the QR code from a screenshot with
 zbarimg, compute the code with oathtool (an independent TOTP implementation), confirm, see
@@ -13,40 +14,22 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 
 from devtools import devldap
+from devtools.oathtool import oathtool
 from support import weblab
-from support.sitelab import HOST, Site, ask, deployed, gunicorn, wait_until_serving
-
-pytestmark = pytest.mark.slapd
+from support.netns import CLIENT
+from support.sitelab import HOST, ask, gunicorn, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
 COOKIE = "__Host-campus-mfa"
 BASE32_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, for `campus-mfa import`
-
-
-@pytest.fixture(scope="module")
-def net() -> Iterator[weblab.Lab]:
-    with weblab.lab() as lab:
-        yield lab
-
-
-@pytest.fixture(scope="module")
-def site(net: weblab.Lab, slapd: devldap.DevLdap) -> Iterator[Site]:
-    with deployed(net, Path(slapd.config_path).read_text(), (weblab.CAMPUS_NETWORK,)) as site:
-        yield site
-
-
-def oathtool(secret: str, *at: str) -> str:
-    done = subprocess.run(["oathtool", "--totp", "--base32", *at, secret],
-                          capture_output=True, text=True, check=True)
-    return done.stdout.strip()
 
 
 def enroll_on_campus(screens: weblab.Screens, url: str, uid: str, password: str) -> str:
@@ -116,7 +99,7 @@ def test_enrollment_on_campus_then_login_off_campus_over_https(site, fresh_user)
         assert screens.heading() == "Enter Verification Code"
         screens.shot("11-enter-verification-code")
         browser.find_element(By.NAME, "code").send_keys(
-            oathtool(secret, "--now", "now + 30 seconds"))
+            oathtool(secret, time.time() + 30))
         screens.click_button("Login")
         assert screens.heading() == "Users Portal"
         screens.click_link("Set up Multi-Factor Authentication")
@@ -145,7 +128,7 @@ def test_enrollment_on_campus_then_login_off_campus_over_https(site, fresh_user)
     for path in ("/mfa", "/user-info"):
         replay = thief.get(path)
         assert replay.status == 302 and replay.location.startswith("/login"), replay
-    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={CLIENT['off', 'v4']} "
                     'outcome=success reason="logged out"')
 
 
@@ -167,7 +150,7 @@ def test_admin_reset_ends_a_session_over_https(site, fresh_user):
     client.cookies = copied
     again = client.get("/mfa")
     assert again.status == 302 and again.location.startswith("/login")
-    site.audit_line(f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_CAMPUS} "
+    site.audit_line(f"user={uid} service=campus-mfa-enroll source={CLIENT['campus', 'v4']} "
                     'outcome=failure reason="session ended: 2-step verification changed '
                     'since sign-in"')
 
@@ -177,18 +160,18 @@ def test_nginx_replaces_a_forged_forwarded_for(site, fresh_user):
     a campus address stays off campus, a campus client that claims otherwise stays campus."""
     uid, password = fresh_user()
     off = site.client("off")
-    claims_campus = {"X-Forwarded-For": weblab.CLIENT_CAMPUS}
+    claims_campus = {"X-Forwarded-For": CLIENT["campus", "v4"]}
     login = off.post_form("/login", {"username": uid, "password": password},
                           headers=claims_campus)
     assert login.status == 302
     refused = off.get("/user-info", headers=claims_campus)
     assert refused.status == 403 and "available from the campus network only" in refused.body
-    seen = f"user={uid} service=campus-mfa-enroll source={weblab.CLIENT_OFF} "
+    seen = f"user={uid} service=campus-mfa-enroll source={CLIENT['off', 'v4']} "
     site.audit_line(seen + 'outcome=success reason="password accepted"')
     site.audit_line(seen + 'outcome=failure reason="portal.user_info from off campus"')
 
     campus = site.client("campus")
-    claims_off = {"X-Forwarded-For": weblab.CLIENT_OFF}
+    claims_off = {"X-Forwarded-For": CLIENT["off", "v4"]}
     campus.post_form("/login", {"username": uid, "password": password}, headers=claims_off)
     page = campus.get("/user-info", headers=claims_off)
     assert page.status == 200 and "Request a Role" in page.body

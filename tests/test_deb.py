@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import base64
 import grp
-import http.client
 import os
 import pwd
 import re
 import secrets
 import shlex
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -32,6 +30,14 @@ import pytest
 import tomllib
 
 from devtools import devldap
+from devtools.codes import wrong_code
+from devtools.oathtool import oathtool
+from devtools.pamtester import AUTH_ERR, CODE_PROMPT, SUCCESS, PamRun, run_pamtester
+from devtools.syslog import SyslogListener, audit_pid
+from devtools.toml import dump_toml
+from policy.messages import MISMATCH_MESSAGE
+from policy.rules.totp import from_base32
+from support.weblab import UnixHTTPConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
@@ -65,12 +71,8 @@ MODULE_NAME = "pam_campus_mfa.py"
 
 CAMPUS = "127.0.0.1"                    # inside the slapd fixture's campus networks
 OFF_CAMPUS = "203.0.113.7"
-CODE_PROMPT = "Verification code: "
-MISMATCH = "The verification code does not match."
-SUCCESS = "pamtester: successfully authenticated"
 # Wait for another apt/dpkg run (a concurrent `make deps-test`) instead of failing at once.
 APT_GET = ("apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=300")
-AUTH_ERR = "pamtester: Authentication failure"
 
 
 def run(*args: str, input: str | None = None, timeout: float = 120,
@@ -117,37 +119,8 @@ def profile_auth_line() -> str:
     return lines[0]
 
 
-@dataclass(frozen=True)
-class PamRun:
-    returncode: int
-    output: str  # stdout and stderr: prompts, messages and the verdict line
-
-
-def pamtester(service: str, user: str, rhost: str, answers: str = "") -> PamRun:
-    done = run("pamtester", "-I", f"rhost={rhost}", service, user, "authenticate",
-               input=answers, timeout=60, check=False)
-    return PamRun(done.returncode, done.stdout + done.stderr)
-
-
-def totp(secret_b32: str) -> str:
-    """The current code from an independent implementation."""
-    return run("oathtool", "--totp", "-b", secret_b32, timeout=10).stdout.strip()
-
-
-def dump_toml(data: dict[str, dict[str, Any]]) -> str:
-    """Enough TOML for the config: tables of strings, integers, booleans and string lists."""
-    def value(item: Any) -> str:
-        if isinstance(item, bool):
-            return "true" if item else "false"
-        if isinstance(item, int):
-            return str(item)
-        if isinstance(item, str):
-            return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(item, list):
-            return "[" + ", ".join(value(v) for v in item) + "]"
-        raise TypeError(f"no TOML for {item!r}")
-    return "".join(f"[{section}]\n" + "".join(f"{key} = {value(v)}\n" for key, v in table.items())
-                   + "\n" for section, table in data.items())
+def pamtester(service: str, user: str, rhost: str, answers: tuple[str, ...] = ()) -> PamRun:
+    return run_pamtester(service, user, rhost, list(answers), timeout=60)
 
 
 def write_secret_file(path: Path, text: str) -> None:
@@ -271,31 +244,10 @@ def enrolled(configured: Path, slapd: devldap.DevLdap) -> tuple[str, str, str]:
     return uid, password, secret
 
 
-class AuditListener:
-    """The datagram socket the config sends audit lines to."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-
-    def lines(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self.sock.recv(65536).decode("utf-8", "replace"))
-            except TimeoutError:
-                return out
-
-    def close(self) -> None:
-        self.sock.close()
-        self.path.unlink(missing_ok=True)
-
-
 @pytest.fixture
-def audit_lines(configured: Path) -> Iterator[AuditListener]:
-    listener = AuditListener(configured)
+def audit_lines(configured: Path) -> Iterator[SyslogListener]:
+    """What the module writes to the configured audit socket."""
+    listener = SyslogListener(str(configured))
     try:
         yield listener
     finally:
@@ -388,7 +340,7 @@ def test_shipped_conffile_fails_closed_until_edited(installed: Debs, tmp_path: P
 
 
 def test_installed_module_campus_no_prompt_off_campus_needs_the_code(
-        enrolled: tuple[str, str, str], audit_lines: AuditListener) -> None:
+        enrolled: tuple[str, str, str], audit_lines: SyslogListener) -> None:
     uid, _, secret = enrolled
     Path("/etc/pam.d", SERVICE).write_text(
         "# tests/test_deb.py: the installed module, after a first factor that always passes\n"
@@ -401,19 +353,18 @@ def test_installed_module_campus_no_prompt_off_campus_needs_the_code(
         assert campus.returncode == 0 and SUCCESS in campus.output, campus
         assert CODE_PROMPT not in campus.output
 
-        code = totp(secret)
-        right = pamtester(SERVICE, uid, OFF_CAMPUS, code + "\n")
+        code = oathtool(secret)
+        right = pamtester(SERVICE, uid, OFF_CAMPUS, (code,))
         assert right.returncode == 0 and SUCCESS in right.output, right
         assert right.output.count(CODE_PROMPT) == 1
 
-        wrong_code = f"{(int(code) + 500000) % 1000000:06d}"
-        wrong = pamtester(SERVICE, uid, OFF_CAMPUS, wrong_code + "\n")
+        bad_code = wrong_code(from_base32(secret))
+        wrong = pamtester(SERVICE, uid, OFF_CAMPUS, (bad_code,))
         assert wrong.returncode != 0 and AUTH_ERR in wrong.output, wrong
-        assert MISMATCH in wrong.output
+        assert MISMATCH_MESSAGE in wrong.output
 
-        lines = audit_lines.lines()
-        assert len([line for line in lines if f"user={uid}" in line]) >= 3, lines
-        assert not [line for line in lines if code in line or wrong_code in line or
+        assert len(audit_lines.about(uid, 3)) >= 3, audit_lines.lines
+        assert not [line for line in audit_lines.lines if code in line or bad_code in line or
                     secret in line]
     finally:
         Path("/etc/pam.d", SERVICE).unlink(missing_ok=True)
@@ -452,16 +403,16 @@ def test_profile_enable_puts_a_required_line_after_the_password_and_disable_remo
         text = COMMON_AUTH.read_text()
         assert text.index('(the "Additional" block)') < text.index(MODULE_NAME)
 
-        wrong_password = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, "not-" + password + "\n")
+        wrong_password = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, ("not-" + password,))
         assert wrong_password.returncode != 0 and AUTH_ERR in wrong_password.output, wrong_password
         assert CODE_PROMPT not in wrong_password.output
-        password_only = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, password + "\n")
+        password_only = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, (password,))
         assert password_only.returncode != 0 and AUTH_ERR in password_only.output, password_only
         assert CODE_PROMPT in password_only.output
-        campus = pamtester(SERVICE_COMMON, uid, CAMPUS, password + "\n")
+        campus = pamtester(SERVICE_COMMON, uid, CAMPUS, (password,))
         assert campus.returncode == 0 and SUCCESS in campus.output, campus
         assert CODE_PROMPT not in campus.output
-        off_campus = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, f"{password}\n{totp(secret)}\n")
+        off_campus = pamtester(SERVICE_COMMON, uid, OFF_CAMPUS, (password, oathtool(secret)))
         assert off_campus.returncode == 0 and SUCCESS in off_campus.output, off_campus
     finally:
         run("pam-auth-update", "--disable", "campus-mfa", check=False)
@@ -479,17 +430,6 @@ def unit_settings(unit: Path = UNIT) -> dict[str, str]:
         if equals and not line.startswith("#"):
             settings[key.strip()] = value.strip()
     return settings
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.socket_path)
 
 
 def assert_exposure_at_most(unit: Path, level: float) -> None:
@@ -554,7 +494,7 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
         stranger = run("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                        "/usr/bin/python3", "-c",
                        "import socket,sys; s=socket.socket(socket.AF_UNIX); "
-                       f"s.connect(sys.argv[1])", str(sock_path), check=False)
+                       "s.connect(sys.argv[1])", str(sock_path), check=False)
         assert "PermissionError" in stranger.stderr, stranger
     finally:
         if proc.poll() is None:
@@ -612,7 +552,7 @@ def capability_bits(pid: int) -> int:
 
 
 def test_authd_under_its_units_command_line_serves_the_installed_module_and_stops_on_term(
-        enrolled: tuple[str, str, str], audit_lines: AuditListener) -> None:
+        enrolled: tuple[str, str, str], audit_lines: SyslogListener) -> None:
     """The unit's ExecStart with its socket in a fresh 0700 directory (what RuntimeDirectory=
     makes), under the unit's NoNewPrivileges= and CapabilityBoundingSet=; a pamtester login
     through the INSTALLED module with authd= that socket is the authd's work: its audit
@@ -649,26 +589,24 @@ def test_authd_under_its_units_command_line_serves_the_installed_module_and_stop
             "auth requisite pam_permit.so\n"
             f"{base} authd={sock_path}\n"
             "account required pam_permit.so\n")
-        code = totp(secret)
-        right = pamtester(SERVICE, uid, OFF_CAMPUS, code + "\n")
+        right = pamtester(SERVICE, uid, OFF_CAMPUS, (oathtool(secret),))
         assert right.returncode == 0 and SUCCESS in right.output, (right, _log_tail(log))
         assert right.output.count(CODE_PROMPT) == 1
-        wrong_code = f"{(int(code) + 500000) % 1000000:06d}"
-        wrong = pamtester(SERVICE, uid, OFF_CAMPUS, wrong_code + "\n")
+        wrong = pamtester(SERVICE, uid, OFF_CAMPUS, (wrong_code(from_base32(secret)),))
         assert wrong.returncode != 0 and AUTH_ERR in wrong.output, wrong
-        assert MISMATCH in wrong.output  # the authd's message, relayed by the module
-        authd_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
+        assert MISMATCH_MESSAGE in wrong.output  # the authd's message, relayed by the module
+        authd_lines = audit_lines.about(uid, 2)
         assert len(authd_lines) >= 2, authd_lines
-        assert all(f"campus-mfa[{proc.pid}]: " in line for line in authd_lines), \
+        assert all(audit_pid(line) == proc.pid for line in authd_lines), \
             (proc.pid, authd_lines)
 
         # The same login without the authd is written by pamtester's process instead.
         service.write_text(service.read_text().replace(f"authd={sock_path}", "authd=off"))
         alone = pamtester(SERVICE, uid, CAMPUS)
         assert alone.returncode == 0 and SUCCESS in alone.output, alone
-        alone_lines = [line for line in audit_lines.lines() if f"user={uid}" in line]
-        assert alone_lines and not [line for line in alone_lines
-                                    if f"campus-mfa[{proc.pid}]: " in line], alone_lines
+        alone_lines = audit_lines.about(uid, len(authd_lines) + 1)[len(authd_lines):]
+        assert alone_lines and all(audit_pid(line) not in (None, proc.pid)
+                                   for line in alone_lines), alone_lines
 
         assert proc.poll() is None, _log_tail(log)
         proc.send_signal(signal.SIGTERM)  # what systemctl stop sends

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from devtools import devldap
-from policy.messages import LOCKED_MESSAGE, SET_UP_MESSAGE
+from devtools.pamtester import AUTH_ERR, CODE_PROMPT, SUCCESS, UNAVAIL, pamtester_args
+from devtools.syslog import AUTHPRIV_INFO, AUTHPRIV_WARNING
+from policy.messages import LOCKED_MESSAGE, MISMATCH_MESSAGE, SET_UP_MESSAGE
 from policy.rules.totp import TotpParams
-from support.pamlab import (AUTH_ERR, AUTHPRIV_INFO, AUTHPRIV_WARNING, CAMPUS_ADDRESS, CODE_PROMPT,
-                            MISMATCH, OFF_CAMPUS, PYTHON, ROOT, SUCCESS, UNAVAIL, pamtester_args,
-                            service_name)
+from support.pamlab import CAMPUS_ADDRESS, OFF_CAMPUS, PYTHON, ROOT, service_name
 from support.utmp import USER_PROCESS
 
 ON = "2-step verification is on"
@@ -191,7 +191,7 @@ def test_wrong_codes_reprompt_three_times_then_fail(pam):
     wrong = user.wrong_code()
     run = pam.run(service, user.uid, OFF_CAMPUS, [wrong, "12345", "abcdef", user.code()])
     assert run.verdict == AUTH_ERR
-    assert run.stderr == (CODE_PROMPT + MISMATCH + "\n") * 3 + "pamtester: Authentication failure\n"
+    assert run.stderr == (CODE_PROMPT + MISMATCH_MESSAGE + "\n") * 3 + AUTH_ERR + "\n"
     assert pam.token(user.token_dn)["failures"] == 3
     assert pam.token(user.token_dn)["last_step"] == 0  # the fourth line was never read
     assert pam.audit() == [{
@@ -205,7 +205,7 @@ def test_wrong_then_correct_code_succeeds_in_one_conversation(pam):
     service = pam.service()
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code(), user.code()])
     assert run.verdict == SUCCESS
-    assert run.stderr == CODE_PROMPT + MISMATCH + "\n" + CODE_PROMPT
+    assert run.stderr == CODE_PROMPT + MISMATCH_MESSAGE + "\n" + CODE_PROMPT
     assert pam.token(user.token_dn)["failures"] == 0
 
 
@@ -215,7 +215,7 @@ def test_tries_option_sets_the_number_of_prompts(pam):
     wrong = user.wrong_code()
     run = pam.run(service, user.uid, OFF_CAMPUS, [wrong, wrong, user.code()])
     assert run.verdict == AUTH_ERR
-    assert run.prompts == 2 and run.stderr.count(MISMATCH) == 2
+    assert run.prompts == 2 and run.stderr.count(MISMATCH_MESSAGE) == 2
     assert pam.token(user.token_dn)["failures"] == 2
 
 
@@ -225,7 +225,7 @@ def test_silent_flag_suppresses_messages_but_not_the_prompt(pam):
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code()],
                   operation="authenticate(PAM_SILENT)")
     assert run.verdict == AUTH_ERR
-    assert run.stderr == CODE_PROMPT + "pamtester: Authentication failure\n"
+    assert run.stderr == CODE_PROMPT + AUTH_ERR + "\n"
 
 
 # -- 3. replay -----------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def test_same_code_twice_is_refused_the_second_time(pam):
     step = pam.token(user.token_dn)["last_step"]
     run = pam.run(service, user.uid, OFF_CAMPUS, [code])
     assert run.verdict == AUTH_ERR
-    assert MISMATCH in run.stderr
+    assert MISMATCH_MESSAGE in run.stderr
     assert pam.token(user.token_dn)["last_step"] == step
     assert pam.audit(2)[1]["reason"] == (f"off-campus source {OFF_CAMPUS}; {ON}; "
                                          "code refused (replayed)")
@@ -294,7 +294,7 @@ def test_backoff_refuses_without_checking_the_code(pam):
     assert run.verdict == AUTH_ERR
     assert run.prompts == 1
     assert 10 <= int(BACKOFF.fullmatch(run.stderr.removeprefix(CODE_PROMPT).removesuffix(
-        "pamtester: Authentication failure\n")).group(1)) <= 16
+        AUTH_ERR + "\n")).group(1)) <= 16
     token = pam.token(user.token_dn)
     assert (token["last_step"], token["failures"]) == (0, 7)  # not checked, not counted
     assert pam.audit()[0]["reason"].startswith(
@@ -307,7 +307,7 @@ def test_backoff_starts_from_a_failure_in_another_process(pam):
     # Six failures long ago: no back-off now. One more failure starts a 16-second one.
     pam.modify(user.token_dn, oathFailureCount=["6"], oathLastFailure=["20200101000000Z"])
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.wrong_code()])
-    assert run.verdict == AUTH_ERR and MISMATCH in run.stderr
+    assert run.verdict == AUTH_ERR and MISMATCH_MESSAGE in run.stderr
     assert pam.token(user.token_dn)["failures"] == 7
     run = pam.run(service, user.uid, OFF_CAMPUS, [user.code()])
     assert run.verdict == AUTH_ERR
@@ -322,7 +322,7 @@ def test_lockout_is_shared_by_hosts_and_refuses_a_correct_code_until_reset(pam):
     # Three failures long ago: no back-off left, one more failure locks.
     pam.modify(user.token_dn, oathFailureCount=["3"], oathLastFailure=["20200101000000Z"])
     run = pam.run(host_a, user.uid, OFF_CAMPUS, [user.wrong_code()])
-    assert run.verdict == AUTH_ERR and MISMATCH in run.stderr
+    assert run.verdict == AUTH_ERR and MISMATCH_MESSAGE in run.stderr
     assert pam.token(user.token_dn)["failures"] == 4
     run = pam.run(host_b, user.uid, OFF_CAMPUS, [user.code()])
     assert run.verdict == AUTH_ERR
@@ -370,7 +370,7 @@ def test_required_enforcement_refuses_user_without_token(pam):
     service = pam.service(config=pam.config(policy={"enforcement": "required"}))
     run = pam.run(service, uid, OFF_CAMPUS)
     assert run.verdict == AUTH_ERR
-    assert run.stderr == SET_UP_MESSAGE + "\npamtester: Authentication failure\n"
+    assert run.stderr == SET_UP_MESSAGE + "\n" + AUTH_ERR + "\n"
     assert pam.audit()[0]["reason"] == (f"off-campus source {OFF_CAMPUS}; "
                                         "no token and enforcement = required")
     # Campus logins of the same user are unaffected.

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 import policy.login
+from devtools.syslog import SyslogListener, parse_audit
+from devtools.toml import dump_toml
 from pam_module import adapter
 from policy.login import LoginResult
-from support.pamlab import MODULE, ROOT, SyslogListener, Tripwire, dump_toml, parse_audit
+from support.pamlab import MODULE, ROOT
+from support.tcp import Tripwire
 
 SUCCESS, AUTH_ERR, AUTHINFO_UNAVAIL, CONV_ERR = 1001, 1002, 1003, 1019
 

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from devtools.pamtester import AUTH_ERR, CODE_PROMPT, SUCCESS
+from devtools.syslog import AUTHPRIV_DEBUG
+from policy.messages import MISMATCH_MESSAGE
 from policy.rules.totp import TotpParams
-from support.pamlab import (AUTH_ERR, AUTHPRIV_DEBUG, CAMPUS_ADDRESS, CODE_PROMPT, MODULE,
-                            OFF_CAMPUS, ROOT, SUCCESS, Enrolled, PamLab, service_name)
+from support.pamlab import CAMPUS_ADDRESS, MODULE, OFF_CAMPUS, ROOT, Enrolled, PamLab
 from support.utmp import USER_PROCESS
 
 DOC = ROOT / "docs" / "pam.md"
@@ -26,7 +28,7 @@ def pam(pam_both: PamLab) -> PamLab:
     return pam_both
 
 
-FAILED = "pamtester: Authentication failure\n"
+FAILED = AUTH_ERR + "\n"
 
 
 def documented_stacks() -> dict[str, str]:
@@ -182,7 +184,7 @@ def test_combined_refuses_a_wrong_code_and_a_wrong_password(pam, unix_user):
     service = install(pam, "# /etc/pam.d/vpn", pam.config())
     wrong_code = pam.run(service, user.uid, OFF_CAMPUS, [user.password + user.wrong_code()])
     assert wrong_code.verdict == AUTH_ERR
-    assert wrong_code.stderr == PASSWORD_PROMPT + "The verification code does not match.\n" + FAILED
+    assert wrong_code.stderr == PASSWORD_PROMPT + MISMATCH_MESSAGE + "\n" + FAILED
     assert pam.token(user.token_dn)["failures"] == 1
     # A right code with a wrong password: pam_unix checked what was left after the code.
     wrong_password = pam.run(service, user.uid, OFF_CAMPUS, ["wrong-pass" + user.code()])

@@ -9,6 +9,8 @@ from policy.config import load_config
 from policy.directory.service import ServiceDirectory
 from policy.errors import DirectoryUnavailable
 
+pytestmark = pytest.mark.slapd  # a slapd of its own, with StartTLS
+
 
 @pytest.fixture(scope="module")
 def tls_slapd(tmp_path_factory):

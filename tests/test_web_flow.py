@@ -6,10 +6,9 @@ import pytest
 from policy.directory.service import ServiceDirectory
 from policy.login import login as pam_login
 from policy.messages import MISMATCH_MESSAGE, SET_UP_MESSAGE
-from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
-                          post_form, read_state, shown_secret, start_setup)
+from support.site import (CAMPUS, OFF_CAMPUS, Codes, begin_setup, client_at, csrf_token, enroll,
+                          login, post_form, read_state, shown_secret, start_setup)
 
-pytestmark = pytest.mark.slapd
 CAMPUS_ONLY = "available from the campus network only"
 
 
@@ -129,10 +128,7 @@ def test_confirmation_code_cannot_be_used_again(make_app, fresh_user):
     app, cfg = make_app()
     uid, password = fresh_user()
     client = client_at(app, CAMPUS)
-    login(client, uid, password)
-    post_form(client, "/user-info/role", {}, page="/user-info")
-    start_setup(client)
-    codes = Codes(shown_secret(client))
+    codes = Codes(begin_setup(client, uid, password))
     code, _ = codes.next()
     post_form(client, "/mfa/confirm", {"code": code})
 

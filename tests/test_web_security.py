@@ -17,11 +17,9 @@ from enroll_web import create_app
 from policy.directory.enrollment import EnrollmentDirectory
 from policy.messages import LOGIN_FAILED
 from policy.rules.totp import to_base32
-from support.site import (CAMPUS, OFF_CAMPUS, Codes, client_at, csrf_token, enroll, login,
-                          post_form, session_cookie, shown_secret, start_setup, stored_session,
-                          web_config)
+from support.site import (CAMPUS, OFF_CAMPUS, Codes, begin_setup, client_at, csrf_token, enroll,
+                          login, post_form, session_cookie, stored_session, web_config)
 
-pytestmark = pytest.mark.slapd
 POSTS = ["/login", "/logout", "/verify", "/user-info/role", "/mfa/setup", "/mfa/confirm",
          "/mfa/off"]
 
@@ -98,12 +96,9 @@ def test_the_secret_never_reaches_the_session(make_app, fresh_user):
     app, cfg = make_app()
     uid, password = fresh_user()
     client = client_at(app, CAMPUS)
-    login(client, uid, password)
-    post_form(client, "/user-info/role", {}, page="/user-info")
-    start_setup(client)
+    secret = begin_setup(client, uid, password)
     page = client.get("/mfa/token")
     assert page.headers["Cache-Control"] == "no-store"
-    secret = shown_secret(client)
     key = to_base32(secret)
     assert key in text(page).replace(" ", "")  # the page does show it
     pending = what_the_session_holds(app, client)
@@ -243,10 +238,7 @@ def test_an_internal_error_shows_and_logs_no_secret(make_app, fresh_user, monkey
     app, _ = make_app()
     uid, password = fresh_user()
     client = client_at(app, CAMPUS)
-    login(client, uid, password)
-    post_form(client, "/user-info/role", {}, page="/user-info")
-    start_setup(client)
-    secret = shown_secret(client)
+    secret = begin_setup(client, uid, password)
     code, _ = Codes(secret).next()
 
     def explode(*args, **kwargs):  # type: ignore[no-untyped-def]

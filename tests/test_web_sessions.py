@@ -20,7 +20,6 @@ from policy.messages import SESSION_ENDED_MESSAGE
 from support.site import (CAMPUS, client_at, enroll, login, post_form, read_state, session_cookie,
                           session_id, stored_session, web_config)
 
-pytestmark = pytest.mark.slapd
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,48 +1,43 @@
-"""Helpers for the PAM tests: real libpam + pam_python.so + pam_campus_mfa.py, driven by
-pamtester, against the session's throwaway slapd.
+"""The PAM lab: real libpam + pam_python.so + pam_campus_mfa.py, driven by pamtester, against
+the session's throwaway slapd. A ``PamLab`` is the ``pam`` fixture (conftest.py):
 
-A ``PamLab`` (the ``pam`` fixture) writes configs derived from the fixture's one, PAM service
-files in /etc/pam.d with unique names, listens on the syslog socket the configs name, and at
-teardown removes what it wrote and proves that no registered secret value (code, secret,
-password) reached a syslog line or pamtester's output.
-
-The lab's services run the module in-process (``authd=off``) or through the session's
-resident authd (``AuthdProcess``); in authd mode the teardown also proves that every
-audit line came from the authd's process, so a test cannot pass by silently falling back.
+- configs: derived from the slapd's own, with the lab's campus networks and syslog socket;
+- services: files in /etc/pam.d with unique names, the module in-process (``authd=off``) or
+  through the session's resident authd;
+- users and tokens: directory users, enrolled the way the site does it, and their token
+  entries as the rootdn reads and changes them;
+- running: pamtester with answers, or on a pty of its own with a utmp record;
+- teardown: removes what it wrote, and proves that no registered secret value (code, secret,
+  password) reached a syslog line or pamtester's output, and that every audit line came from
+  the process that should decide (in authd mode the authd: a test cannot pass by silently
+  falling back to in-process).
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import re
 import secrets
 import shutil
-import socket
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ldap3
 import pexpect
-import pytest
 import tomllib
 
 from devtools import devldap
-from policy.config import load_config
-from policy.directory.enrollment import EnrollmentDirectory
-from policy.rules.totp import TotpParams, code_at_step, new_secret, to_base32
 from devtools.authd import AuthdProcess
+from devtools.codes import wrong_code
 from devtools.oathtool import oathtool
-from devtools.pamtester import PamRun, clean_env, pamtester_args, run_pamtester
-from devtools.syslog import AUTHPRIV_DEBUG, AUTHPRIV_INFO, AUTHPRIV_WARNING, SyslogListener, \
-    parse_audit
-from devtools.toml import dump_toml, toml_value
+from devtools.pamtester import CODE_PROMPT, PamRun, clean_env, run_pamtester
+from devtools.syslog import SyslogListener, audit_pid, parse_audit
+from devtools.toml import dump_toml
+from policy.rules.totp import TotpParams, to_base32
+from support.tcp import Tripwire
 from support.utmp import LOGIN_PROCESS, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,68 +50,15 @@ CAMPUS_V6 = "2001:db8:c0::/48"
 CAMPUS_ADDRESS = "192.0.2.7"
 OFF_CAMPUS = "198.51.100.7"
 
-SUCCESS = "pamtester: successfully authenticated"
-AUTH_ERR = "pamtester: Authentication failure"
-UNAVAIL = "pamtester: Authentication service cannot retrieve authentication info"
-CODE_PROMPT = "Verification code: "
-MISMATCH = "The verification code does not match."
-UNAVAILABLE_MESSAGE = "The verification service is unavailable. Try again later."
-
-
-
-# -- configuration ------------------------------------------------------------------------
-
-# -- syslog and LDAP stand-ins -------------------------------------------------------------
-
-class Tripwire:
-    """A TCP port that counts connections. ``answer=False`` closes each at once (a broken
-    server); ``hang=True`` keeps it open and silent (a server that never answers)."""
-
-    def __init__(self, *, hang: bool = False) -> None:
-        self.connections = 0
-        self._held: list[socket.socket] = []
-        self._hang = hang
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.uri = f"ldap://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            if self._hang:
-                self._held.append(conn)
-            else:
-                conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for conn in self._held:
-            conn.close()
-        self._sock.close()
-
-
-# -- running pamtester -----------------------------------------------------------------------
 
 def service_name() -> str:
     return f"campus-mfa-test-{secrets.token_hex(6)}"
 
 
-# -- the lab -------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Enrolled:
+    """A directory user with a linked token."""
+
     uid: str
     password: str
     secret: bytes
@@ -132,10 +74,7 @@ class Enrolled:
 
     def wrong_code(self) -> str:
         """A well-formed code that matches no step within three of now."""
-        now = int(time.time() // self.params.period)
-        near = {code_at_step(self.secret, step, self.params) for step in range(now - 3, now + 4)}
-        return next(c for c in (f"{n:0{self.params.digits}d}" for n in range(10, 99, 7))
-                    if c not in near)
+        return wrong_code(self.secret, self.params)
 
 
 @dataclass
@@ -159,7 +98,7 @@ class PamLab:
         self.secret_values.update({self.slapd.secret("ldap.secret"), self.slapd.admin_password,
                                    self.slapd.secret("ldap-write.secret")})
 
-    # configuration and services
+    # -- configs and services -----------------------------------------------------------------
 
     def config(self, *, ldap_uri: str | None = None, **sections: dict[str, Any]) -> str:
         """A config derived from the fixture's: our campus set and syslog socket, then
@@ -174,6 +113,11 @@ class PamLab:
         path = self.tmp_path / f"campus-mfa-{secrets.token_hex(4)}.toml"
         path.write_text(dump_toml(data), encoding="utf-8")
         return str(path)
+
+    @property
+    def where(self) -> str:
+        """The module option that says where the login runs."""
+        return f"authd={self.authd.path}" if self.authd else "authd=off"
 
     def service(self, options: str = "", *, config: str | None = None,
                 stack: str | None = None, name: str | None = None) -> str:
@@ -191,16 +135,12 @@ class PamLab:
         return name
 
     def tripwire(self, *, hang: bool = False) -> Tripwire:
+        """A misbehaving "directory" (support/tcp.py), closed at teardown."""
         wire = Tripwire(hang=hang)
         self._closers.append(wire.close)
         return wire
 
-    @property
-    def where(self) -> str:
-        """The module option that says where the login runs."""
-        return f"authd={self.authd.path}" if self.authd else "authd=off"
-
-    # users and tokens
+    # -- users and tokens ---------------------------------------------------------------------
 
     def user(self) -> tuple[str, str]:
         uid, password = self.fresh_user()
@@ -210,11 +150,7 @@ class PamLab:
     def enrolled(self, params: TotpParams = TotpParams(), max_failures: int = 10) -> Enrolled:
         """A fresh user with a linked token, enrolled the way the site does it."""
         uid, password = self.user()
-        secret = new_secret()
-        config = load_config(self.slapd.config_path)
-        with EnrollmentDirectory(config.ldap) as directory:
-            dn = directory.create_pending_token(secret, params, max_failures, time.time())
-            directory.link_token(directory.read_state(uid), dn, 0)
+        secret, dn = devldap.link_new_token(self.slapd, uid, params, max_failures)
         self.secret_values.update({to_base32(secret), secret.hex(), str(secret)[2:-1]})
         return Enrolled(uid, password, secret, dn, params)
 
@@ -248,7 +184,7 @@ class PamLab:
         finally:
             conn.unbind()
 
-    # running
+    # -- running ------------------------------------------------------------------------------
 
     def run(self, service: str, user: str, rhost: str | None, answers: list[str] = (),
             **kwargs: Any) -> PamRun:
@@ -275,7 +211,7 @@ class PamLab:
         try:
             tty = os.readlink(f"/proc/{child.pid}/fd/0")  # sh waits at `read`
             with (record(kind, record_pid or child.pid, tty, host, age=age)
-                  if host is not None else _nothing()):
+                  if host is not None else contextlib.nullcontext()):
                 child.sendline("")  # now sh becomes pamtester, with the same pid
                 pending, output = list(answers), ""
                 while child.expect([r"[Pp]assword: ", CODE_PROMPT, pexpect.EOF]) != 2:
@@ -297,6 +233,8 @@ class PamLab:
         self.syslog.wait_for(count)
         return [parse_audit(line) for line in self.syslog.audit_lines()]
 
+    # -- teardown -----------------------------------------------------------------------------
+
     def close(self) -> None:
         for path in self._services:
             path.unlink(missing_ok=True)
@@ -307,8 +245,7 @@ class PamLab:
 
     def assert_lines_from_the_right_process(self) -> None:
         """Authd mode: every line from the authd; in-process: none from an authd."""
-        pids = {int(m[1]) for m in (re.match(r"<\d+>campus-mfa\[(\d+)\]", line)
-                                    for line in self.syslog.lines) if m}
+        pids = {audit_pid(line) for line in self.syslog.lines}
         if self.authd is not None and not self.in_process_lines:
             assert pids <= {self.authd.pid}, f"lines not from the authd: {pids}"
         else:
@@ -324,13 +261,9 @@ class PamLab:
             assert leaks == [], f"a secret value reached output: {leaks}"
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def make_lab(slapd: devldap.DevLdap, tmp_path: Path, fresh_user: Any,
              authd: AuthdProcess | None, idle_authd_pid: int = -1) -> Iterator[PamLab]:
+    """The fixture's body: the lab, then the teardown checks, then the clean-up."""
     lab = PamLab(slapd, tmp_path, fresh_user, authd, idle_authd_pid)
     try:
         yield lab

@@ -5,15 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from enroll_web import create_app
-from devtools.toml import toml_with
+from devtools.codes import wrong_code
 from policy.config import Config, load_config
 from policy.directory.service import ServiceDirectory
 from policy.rules.state import UserState
@@ -22,8 +19,7 @@ from policy.rules.totp import TotpParams, code_at_step, from_base32, time_step
 CAMPUS = "127.0.0.1"
 OFF_CAMPUS = "203.0.113.7"
 PARAMS = TotpParams()
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
-                     r'name="csrf_token" value="([^"]+)"')
+CSRF_RE = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
 KEY_RE = re.compile(r'id="secret-key">([A-Z2-7 ]+)<')
 
 
@@ -61,9 +57,10 @@ def stored_session(app: Flask, cookie: str) -> dict | None:
 
 
 def csrf_token(html: str) -> str:
+    """The CSRF token of the page's form."""
     found = CSRF_RE.search(html)
     assert found, "no CSRF token on the page"
-    return found.group(1) or found.group(2)
+    return found.group(1)
 
 
 def post_form(client: FlaskClient, url: str, data: dict, *, page: str | None = None,
@@ -101,9 +98,7 @@ class Codes:
 
     def wrong(self) -> str:
         """A well-formed code that matches no step of the window."""
-        now_step = time_step(time.time(), PARAMS.period)
-        window = {code_at_step(self.secret, s, PARAMS) for s in range(now_step - 2, now_step + 3)}
-        return next(c for c in ("000000", "111111", "222222", "333333") if c not in window)
+        return wrong_code(self.secret, PARAMS)
 
 
 def start_setup(client: FlaskClient, current_code: str | None = None) -> Any:
@@ -118,12 +113,17 @@ def shown_secret(client: FlaskClient) -> bytes:
     return from_base32(found.group(1))
 
 
-def enroll(client: FlaskClient, cfg: Config, username: str, password: str) -> Codes:
-    """Log in, role, setup, confirm on campus; return the Codes of the new token."""
+def begin_setup(client: FlaskClient, username: str, password: str) -> bytes:
+    """Log in, take the role, start the setup (on campus); return the secret shown."""
     assert login(client, username, password).status_code == 302
     post_form(client, "/user-info/role", {}, page="/user-info")
     assert start_setup(client).status_code == 302
-    codes = Codes(shown_secret(client))
+    return shown_secret(client)
+
+
+def enroll(client: FlaskClient, cfg: Config, username: str, password: str) -> Codes:
+    """Log in, role, setup, confirm on campus; return the Codes of the new token."""
+    codes = Codes(begin_setup(client, username, password))
     code, _ = codes.next()
     response = post_form(client, "/mfa/confirm", {"code": code})
     assert response.status_code == 302 and response.location.endswith("/mfa")

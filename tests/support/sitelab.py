@@ -1,7 +1,7 @@
 """The enrollment site as it is deployed, for the tests that drive it from outside:
 Debian's nginx with the shipped example site terminating TLS (a throwaway CA) in a lab's
 server namespace, in front of gunicorn on a unix socket with the unit's own flags
-(tests/weblab.py has the namespaces, nginx, the clients and chromium)."""
+(support/netns.py has the namespaces; support/weblab.py nginx, the clients and chromium)."""
 from __future__ import annotations
 
 import grp
@@ -9,7 +9,6 @@ import http.client
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devtools.syslog import SyslogListener
+from devtools.tls import Tls, make_tls
+from devtools.toml import toml_value, toml_with
 from support import weblab
-from support.pamlab import SyslogListener
-from support.site import toml_with
+from support.netns import SERVER, Lab, entered, work_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
@@ -49,17 +50,6 @@ def unit_gunicorn(socket_path: str) -> list[str]:
         ("--bind unix:/run/campus-mfa-enroll/web.sock ", f"--bind unix:{socket_path} ", 1),
         ("--pythonpath /usr/share/campus-mfa ", f"--pythonpath {ROOT} ", 1),
     ], f"{UNIT} ExecStart"))
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
-        self.sock.connect(self.socket_path)
 
 
 def wait_until_serving(proc: subprocess.Popen, ask: Any, log: Path) -> None:
@@ -93,8 +83,8 @@ def gunicorn(argv: list[str], config: Path, log: Path, **popen: Any
 
 @dataclass
 class Site:
-    lab: weblab.Lab
-    tls: weblab.Tls
+    lab: Lab
+    tls: Tls
     nginx: weblab.Nginx
     config: Path
     audit: SyslogListener
@@ -104,24 +94,17 @@ class Site:
 
     def audit_line(self, fragment: str) -> str:
         """The audit line containing ``fragment``, once it arrived (within 5 s)."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            found = [line for line in self.audit.lines if fragment in line]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no audit line with {fragment!r} in {self.audit.lines}")
+        return self.audit.line_with(fragment)
 
     def client(self, where: str) -> weblab.Client:
-        return weblab.Client(self.lab.clients[where], HOST, self.lab.server_address[where],
-                             self.tls.ca)
+        return weblab.Client(self.lab.clients[where], HOST, SERVER[where, "v4"], self.tls.ca)
 
     @contextmanager
     def browser(self, where: str) -> Iterator[Any]:
         """A chromium in the ``where`` namespace that trusts the lab's CA and resolves
         the site's name to the server's address on that network."""
-        with weblab.entered(self.lab.clients[where]):
-            with weblab.chromium({HOST: self.lab.server_address[where]}, self.tls.ca) as driver:
+        with entered(self.lab.clients[where]):
+            with weblab.chromium({HOST: SERVER[where, "v4"]}, self.tls.ca) as driver:
                 yield driver
 
 
@@ -135,31 +118,29 @@ def ask(conn: http.client.HTTPConnection) -> int:
 
 
 @contextmanager
-def deployed(net: Any, config_text: str, campus_networks: tuple[str, ...]) -> Iterator[Site]:
+def deployed(net: Lab, config_text: str, campus_networks: tuple[str, ...]) -> Iterator[Site]:
     """nginx (the example site) -> unix socket -> gunicorn (the unit's flags), as deployed:
-    the socket is root:www-data 0660 and nginx's workers run as www-data. ``net``: a lab
-    with a ``server`` namespace that has 192.0.2.1 and 198.51.100.1 (weblab.lab(), or the
-    OpenSSH harness's); ``config_text``: a campus-mfa.toml for the directory to use."""
-    work = weblab.work_dir("site")
+    the socket is root:www-data 0660 and nginx's workers run as www-data. ``net``: the lab
+    (netns.lab()); ``config_text``: a campus-mfa.toml for the directory to use."""
+    work = work_dir("site")
     run_dir = work / "run"
     run_dir.mkdir(mode=0o750)
     os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
     socket_path = str(run_dir / "web.sock")
     audit = SyslogListener(str(work / "syslog.sock"))
     config = work / "campus-mfa.toml"
-    networks = ", ".join(f'"{network}"' for network in campus_networks)
     config.write_text(toml_with(config_text, {
-        "policy": {"campus_networks": f"[{networks}]"},
-        "audit": {"syslog_socket": f'"{audit.path}"'},
+        "policy": {"campus_networks": toml_value(campus_networks)},
+        "audit": {"syslog_socket": toml_value(audit.path)},
         "web": {"trusted_proxies": "1", "cookie_secure": "true",
-                "session_dir": f'"{work / "sessions"}"'}}))
-    tls = weblab.make_tls(work / "tls", HOST)
+                "session_dir": toml_value(str(work / "sessions"))}}))
+    tls = make_tls(work / "tls", HOST)
     log = work / "gunicorn.log"
     nginx = None
     try:
         with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
                       extra_groups=[]) as proc:
-            wait_until_serving(proc, lambda: ask(UnixHTTPConnection(socket_path)), log)
+            wait_until_serving(proc, lambda: ask(weblab.UnixHTTPConnection(socket_path)), log)
             info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
             assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
                 (0o660, "www-data")

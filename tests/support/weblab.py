@@ -1,27 +1,16 @@
-"""A small web lab for tests that drive a site the way it is deployed: Debian's nginx with
-TLS from a throwaway CA in a server network namespace, and clients (chromium, or plain
-http.client) in a campus and an off-campus namespace.
+"""The site's outside, for tests that drive it the way it is deployed: Debian's nginx in
+the lab's server namespace (support/netns.py), and clients in its campus and off-campus
+namespaces: headless chromium, or plain http.client; and http.client over a unix socket,
+to a backend directly.
 
-    campus client ns             server ns (nginx, :80 and :443)        off-campus client ns
-    192.0.2.2/24        <-veth-> 192.0.2.1/24     198.51.100.1/24 <-veth-> 198.51.100.2/24
-
-Nothing is added to the root namespace: the backends (gunicorn on a unix socket, slapd on
-root loopback) stay there, and a unix socket path reaches across namespaces. Names carry the
-PID of the test process (``cmw<PID>...``), so parallel runs never collide and
-``remove_stale`` can clean up after a run that was killed.
-
-A thread enters a namespace with ``entered(netns)``; everything it starts there (chromedriver,
-chromium, curl) and every socket it opens stays in that namespace. Selenium opens its HTTP
-connections to chromedriver lazily, so every call on a driver made inside ``entered`` must
-be made inside the same namespace (keep the whole browser session in the with-block).
-``Screens`` clicks through pages as a person does and screenshots each one.
+Selenium opens its HTTP connections to chromedriver lazily, so every call on a driver made
+inside ``netns.entered`` must be made inside the same namespace (keep the whole browser
+session in the with-block). ``Screens`` clicks through pages as a person does and
+screenshots each one.
 """
 from __future__ import annotations
 
-import ctypes
 import http.client
-import os
-import re
 import shutil
 import signal
 import socket
@@ -31,183 +20,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PID = os.getpid()
-PREFIX = f"cmw{PID}"
-STALE = re.compile(r"^cmw(\d+)")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from devtools.commands import run
+from support.netns import PREFIX, SERVER, Lab, entered
+from support.site import csrf_token
 
-SERVER_CAMPUS, CLIENT_CAMPUS = "192.0.2.1", "192.0.2.2"
-SERVER_OFF, CLIENT_OFF = "198.51.100.1", "198.51.100.2"
-CAMPUS_NETWORK = "192.0.2.0/24"
 NGINX = "/usr/sbin/nginx"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--disable-quic", "--no-proxy-server",
                   "--disable-dev-shm-usage", "--window-size=1200,1000")
-
-
-def run(*args: str, input: str | None = None, timeout: float = 30) -> str:
-    """Run a command; fail with its output if it fails."""
-    done = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout,
-                          check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): "
-                           f"{done.stdout}{done.stderr}")
-    return done.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale() -> None:
-    """What a killed earlier run left behind, found by its dead PID: the processes still
-    running in its namespaces (nginx, chromium) or started on its work directories (a
-    backend such as gunicorn), the namespaces and the work directories."""
-    work = re.compile(re.escape(tempfile.gettempdir()) + r"/cmw(\d+)-")
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        match = work.search(cmdline)
-        if proc.name.isdigit() and match and not _alive(int(match.group(1))):
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for name in run("ip", "netns", "list").split():
-        match = STALE.match(name)
-        if match and not _alive(int(match.group(1))):
-            for pid in run("ip", "netns", "pids", name).split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-    for path in Path(tempfile.gettempdir()).glob("cmw*-*"):
-        match = STALE.match(path.name)
-        if match and not _alive(int(match.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def work_dir(tag: str) -> Path:
-    """A directory under /tmp (not pytest's 0700 tree: nginx's workers run as www-data and
-    must reach their temp paths and the backend's socket), named for remove_stale."""
-    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-{tag}-"))
-    path.chmod(0o755)
-    return path
-
-
-# -- namespaces -----------------------------------------------------------------------------
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), f"setns {what}")
-
-
-@contextmanager
-def entered(netns: str) -> Iterator[None]:
-    """Run the with-block with the calling thread in ``netns``, then switch it back.
-    Processes started and sockets opened inside stay in ``netns`` for their whole life."""
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-        try:
-            _setns(target, netns)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(saved, "back to the namespace the thread came from")
-    finally:
-        os.close(saved)
-
-
-@dataclass(frozen=True)
-class Lab:
-    """The three namespaces; ``clients`` maps "campus" / "off" to a namespace name."""
-
-    server: str
-    clients: dict[str, str]
-    server_address: dict[str, str] = field(default_factory=lambda: {
-        "campus": SERVER_CAMPUS, "off": SERVER_OFF})
-    client_address: dict[str, str] = field(default_factory=lambda: {
-        "campus": CLIENT_CAMPUS, "off": CLIENT_OFF})
-
-
-@contextmanager
-def lab(tag: str = "") -> Iterator[Lab]:
-    """The namespaces and veth pairs of the picture above; removed afterwards. ``tag`` (one
-    character) tells two labs of one test process apart."""
-    remove_stale()
-    base = f"{PREFIX}{tag}"
-    names = {"server": f"{base}s", "campus": f"{base}c", "off": f"{base}o"}
-    made: list[str] = []
-    try:
-        for name in names.values():
-            run("ip", "netns", "add", name)
-            made.append(name)
-            run("ip", "-n", name, "link", "set", "lo", "up")
-        server = names["server"]
-        for side, prefix in (("campus", "192.0.2"), ("off", "198.51.100")):
-            client = names[side]
-            here, there = f"{base}{side[0]}0", f"{base}{side[0]}1"
-            run("ip", "link", "add", here, "netns", server, "type", "veth",
-                "peer", "name", there, "netns", client)
-            for ns, dev, host in ((server, here, "1"), (client, there, "2")):
-                run("ip", "-n", ns, "addr", "add", f"{prefix}.{host}/24", "dev", dev)
-                run("ip", "-n", ns, "link", "set", dev, "up")
-        yield Lab(server=server, clients={"campus": names["campus"], "off": names["off"]})
-    finally:
-        for name in reversed(made):
-            for pid in run("ip", "netns", "pids", name).split():
-                try:  # a leftover of a failed test, never one of ours that ended cleanly
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-
-
-# -- TLS ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Tls:
-    ca: Path      # the throwaway CA's certificate (clients trust it)
-    cert: Path    # the server's certificate for ``host``, signed by the CA
-    key: Path
-    host: str
-
-
-def make_tls(directory: Path, host: str) -> Tls:
-    """A throwaway CA and a server certificate for ``host`` (P-256, valid two days)."""
-    directory.mkdir(mode=0o700, exist_ok=True)
-    ca, ca_key = directory / "ca.pem", directory / "ca.key"
-    cert, key, csr = directory / f"{host}.pem", directory / f"{host}.key", directory / "host.csr"
-    ext = directory / "host.ext"
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
-        "-subj", "/CN=campus-mfa test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
-    ext.write_text(f"subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
-    run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return Tls(ca=ca, cert=cert, key=key, host=host)
 
 
 # -- nginx ----------------------------------------------------------------------------------
@@ -224,7 +49,7 @@ def substitute(text: str, table: list[tuple[str, str, int]], what: str) -> str:
 
 
 NGINX_MAIN = """\
-# Written by tests/weblab.py: a private nginx, run in the foreground by the test.
+# Written by tests/support/weblab.py: a private nginx, run in the foreground by the test.
 daemon off;
 master_process on;
 user www-data www-data;
@@ -272,7 +97,7 @@ class Nginx:
         while True:
             with entered(self.lab.server):
                 try:
-                    socket.create_connection((SERVER_CAMPUS, 443), timeout=1).close()
+                    socket.create_connection((SERVER["campus", "v4"], 443), timeout=1).close()
                     return
                 except OSError:
                     pass
@@ -369,6 +194,19 @@ class _PinnedHTTP(http.client.HTTPConnection):
         self.sock = socket.create_connection((self.address, self.port), self.timeout)
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a server on a unix socket (gunicorn as the units run it)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(self.socket_path)
+
+
 class Client:
     """http.client from inside a client namespace to the lab's server, with a cookie jar of
     its own (name -> value; enough for one site's session cookie). Every request is made
@@ -414,14 +252,12 @@ class Client:
         Referer a browser sends under ``Referrer-Policy: same-origin``."""
         from urllib.parse import urlencode
 
-        html = self.get(page or path, headers=headers).body
-        found = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html)
-        assert found, f"no CSRF token on {page or path}"
+        token = csrf_token(self.get(page or path, headers=headers).body)
         sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
         if referer:
             sent["Referer"] = f"https://{self.host}{page or path}"
         return self.request("POST", path, body=urlencode(
-            {**fields, "csrf_token": found.group(1)}).encode(), headers=sent)
+            {**fields, "csrf_token": token}).encode(), headers=sent)
 
 
 class Screens:

@@ -1,0 +1,14 @@
+"""Run a command the tests, the demo or a throwaway slapd need, and fail with what it said."""
+from __future__ import annotations
+
+import subprocess
+
+
+def run(*args: str, input: str | None = None, timeout: float = 60) -> str:
+    """Run ``args``; return its output, or raise RuntimeError with everything it printed."""
+    done = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n"
+                           f"{done.stdout}{done.stderr}")
+    return done.stdout
