@@ -1,6 +1,7 @@
 """Run a command the tests, the demo or a throwaway slapd need, and fail with what it said."""
 from __future__ import annotations
 
+import signal
 import subprocess
 
 
@@ -12,3 +13,15 @@ def run(*args: str, input: str | None = None, timeout: float = 60) -> str:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n"
                            f"{done.stdout}{done.stderr}")
     return done.stdout
+
+
+def stop_process(proc: subprocess.Popen, how: int = signal.SIGTERM, timeout: float = 10) -> int:
+    """Send ``how`` to ``proc`` (if it still runs), wait up to ``timeout`` seconds, then kill
+    it; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(how)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

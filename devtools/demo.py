@@ -19,6 +19,7 @@ from policy.directory.enrollment import EnrollmentDirectory
 
 from . import devldap
 from .authd import AuthdProcess
+from .commands import stop_process
 from .syslog import SyslogListener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,9 +83,8 @@ Try:
     except KeyboardInterrupt:
         pass
     finally:
-        if site is not None and site.poll() is None:
-            site.terminate()
-            site.wait(timeout=10)
+        if site is not None:
+            stop_process(site)
         if authd is not None:
             authd.stop()
         if listener is not None:

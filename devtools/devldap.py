@@ -1,11 +1,14 @@
-"""A throwaway OpenLDAP slapd for tests, `make dev-ldap` and demos.
+"""A throwaway OpenLDAP slapd for the tests, `make dev-ldap`, the demo and the benchmark.
 
-It builds its own cn=config under DIR (never /etc/ldap), applies the shipped
-policy/ldap/*.ldif files exactly as an admin would, and writes DIR/campus-mfa.toml.
+It builds its own cn=config under DIR (never /etc/ldap) with Debian's defaults, applies the
+shipped ldap/*.ldif files exactly as an admin would, and writes DIR/campus-mfa.toml. It can
+also be a second provider loaded from a first one (devtools/replication.py), or hold a
+directory of a university's size (``bulk``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import shutil
@@ -21,26 +24,20 @@ from urllib.parse import quote
 
 import ldap3
 
-from .commands import run
+from .commands import run, stop_process
+# The directory's names, for the callers of this module.
+from .slapd_files import (ADMIN_DN, BASE_DN, DEMO_USERS, ENROLL_DN, LDAP_DIR,  # noqa: F401
+                          PEOPLE_DN, REPLICATOR_DN, ROLE_GROUP_DN, SERVICE_DN, TOKENS_DN,
+                          bootstrap_ldif, bulk_ldif, tree_ldif, write, write_config)
 from .tls import make_tls
-from .toml import dump_toml
 
 if TYPE_CHECKING:
     from policy.rules.totp import TotpParams
 
-LDAP_DIR = Path(__file__).resolve().parents[1] / "ldap"
-BASE_DN = "dc=example,dc=edu"
-ADMIN_DN = f"cn=admin,{BASE_DN}"
-SERVICE_DN = f"cn=campus-mfa,ou=services,{BASE_DN}"
-ENROLL_DN = f"cn=campus-mfa-enroll,ou=services,{BASE_DN}"
-PEOPLE_DN = f"ou=people,{BASE_DN}"
-TOKENS_DN = f"ou=tokens,{BASE_DN}"
-ROLE_GROUP_DN = f"cn=mfa-users,ou=groups,{BASE_DN}"
-DEMO_USERS = (("alice", "alice-pass"), ("bob", "bob-pass"))
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+CAMPUS = ("127.0.0.0/8", "::1/128")
 _children: dict[int, subprocess.Popen] = {}  # slapd processes started by this process
-PLACEHOLDER = "userPassword: {SSHA}REPLACE_WITH_SLAPPASSWD_OUTPUT"
 
 
 @dataclass(frozen=True)
@@ -77,110 +74,115 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _bootstrap_ldif(root: Path, admin_password: str, tls_lines: str = "") -> str:
-    """cn=config for slapadd -n0: Debian's layout and default ACL, own paths."""
-    schemas = "".join(f"include: file:///etc/ldap/schema/{name}.ldif\n\n"
-                      for name in ("core", "cosine", "nis", "inetorgperson"))
-    return f"""\
-dn: cn=config
-objectClass: olcGlobal
-cn: config
-{tls_lines}
-dn: cn=module{{0}},cn=config
-objectClass: olcModuleList
-cn: module{{0}}
-olcModulePath: /usr/lib/ldap
-olcModuleLoad: back_mdb
+def start(dir: str, port: int, campus_networks: tuple[str, ...] = CAMPUS, tls: bool = False,
+          *, clone_of: DevLdap | None = None, bulk: tuple[int, int, int] | None = None
+          ) -> DevLdap:
+    """Build a fresh directory in ``dir`` (which must not exist or be empty) and start slapd.
 
-dn: cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: schema
+    With ``tls``, slapd offers StartTLS with a certificate from a throwaway CA (that of
+    ``clone_of``, if given) and the config uses it. With ``clone_of``, the entries are that
+    directory's own (slapcat there, slapadd -w here, as an admin loads a second provider),
+    and so are its passwords. With ``bulk`` = (users, role members, tokens), the example
+    tree holds that many more people, group members and linked tokens (slapd_files.py)."""
+    uri = f"ldap://127.0.0.1:{port}"
+    if not _tcp_free(port):
+        raise RuntimeError(f"127.0.0.1:{port} is already in use")
+    root = Path(dir).resolve()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise RuntimeError(f"{root} is not empty; stop the old directory first")
+    (root / "slapd.d").mkdir(mode=0o700)
+    (root / "db").mkdir(mode=0o700)
+    source = Path(clone_of.dir) if clone_of else None
+    for name in ("ldap.secret", "ldap-write.secret", "admin.secret"):
+        write(root / name, (source / name).read_text() if source
+              else secrets.token_urlsafe(24) + "\n")
+    admin_password = (root / "admin.secret").read_text().strip()
 
-{schemas}dn: olcDatabase={{-1}}frontend,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcFrontendConfig
-olcDatabase: {{-1}}frontend
-
-dn: olcDatabase={{0}}config,cn=config
-objectClass: olcDatabaseConfig
-olcDatabase: {{0}}config
-olcAccess: {{0}}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth
-  manage by * none
-
-dn: olcDatabase={{1}}mdb,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcMdbConfig
-olcDatabase: {{1}}mdb
-olcDbDirectory: {root / "db"}
-olcSuffix: {BASE_DN}
-olcRootDN: {ADMIN_DN}
-olcRootPW: {admin_password}
-olcDbIndex: objectClass eq
-olcDbIndex: uid eq
-olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none
-olcAccess: {{1}}to attrs=shadowLastChange by self write by * read
-olcAccess: {{2}}to * by * read
-"""
+    conf = str(root / "slapd.d")
+    cert = make_tls(root / "tls", "127.0.0.1", ca_from=source / "tls" if source else None) \
+        if tls else None
+    write(root / "bootstrap.ldif", bootstrap_ldif(root, admin_password, cert))
+    run("slapadd", "-n0", "-F", conf, "-l", str(root / "bootstrap.ldif"))
+    # The shipped files, applied as an admin would apply them with ldapmodify.
+    for name in ("otp-module.ldif", "acl.ldif", "indexes.ldif"):
+        run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / name))
+    _load(root, conf, clone_of, bulk)
+    config_path = write_config(root, [uri], tuple(campus_networks), cert.ca if cert else None)
+    return _launch(DevLdap(uri=uri, dir=str(root), pid=0, config_path=str(config_path),
+                           admin_dn=ADMIN_DN, admin_password=admin_password))
 
 
-def _tls_lines(root: Path) -> str:
-    """A throwaway CA and a server certificate for 127.0.0.1; the cn=config lines using them."""
-    tls = make_tls(root / "tls", "127.0.0.1")
-    return (f"olcTLSCACertificateFile: {tls.ca}\n"
-            f"olcTLSCertificateFile: {tls.cert}\n"
-            f"olcTLSCertificateKeyFile: {tls.key}\n")
+def _load(root: Path, conf: str, clone_of: DevLdap | None,
+          bulk: tuple[int, int, int] | None) -> None:
+    """The entries: a copy of ``clone_of``'s, or the example tree (and the bulk)."""
+    if clone_of is not None:
+        entries = run("slapcat", "-F", str(Path(clone_of.dir) / "slapd.d"), "-b", BASE_DN)
+        write(root / "tree.ldif", entries)
+        run("slapadd", "-q", "-w", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
+        return
+    extra, members = bulk_ldif(*bulk, password="s-pass") if bulk else ("", "")
+    write(root / "tree.ldif", tree_ldif((root / "ldap.secret").read_text().strip(),
+                                        (root / "ldap-write.secret").read_text().strip(),
+                                        members) + ("\n" + extra if extra else ""))
+    run("slapadd", "-q", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"),
+        timeout=600)
 
 
-def _user_ldif(uid: str, password: str) -> str:
-    return (f"dn: uid={uid},{PEOPLE_DN}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
-            f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
+def _launch(handle: DevLdap) -> DevLdap:
+    """Start slapd for ``handle``'s directory and wait until it answers."""
+    root = Path(handle.dir)
+    log = root / "slapd.log"
+    with open(log, "ab") as out:
+        # -d none: stay in the foreground and log only errors.
+        proc = subprocess.Popen(["slapd", "-d", "none", "-F", str(root / "slapd.d"), "-h",
+                                 f"{handle.uri} {ldapi_uri(root)}"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
+    write(root / "slapd.pid", f"{proc.pid}\n", 0o644)
+    _wait_until_up(int(handle.uri.rsplit(":", 1)[1]), handle.uri, proc, log)
+    _children[proc.pid] = proc
+    return dataclasses.replace(handle, pid=proc.pid)
 
 
-def _tree_ldif(service_password: str, enroll_password: str) -> str:
-    """The shipped example tree with real service passwords, plus the demo users."""
-    records = (LDAP_DIR / "example-tree.ldif").read_text(encoding="utf-8").split("\n\n")
-    passwords = {SERVICE_DN: service_password, ENROLL_DN: enroll_password}
-    out = []
-    for record in records:
-        for dn, password in passwords.items():
-            if f"dn: {dn}\n" in record:
-                record = record.replace(PLACEHOLDER, f"userPassword: {password}")
-        if PLACEHOLDER in record:
-            raise RuntimeError("example-tree.ldif: a password placeholder was not replaced")
-        out.append(record.strip("\n"))
-    out += [_user_ldif(uid, password) for uid, password in DEMO_USERS]
-    return "\n\n".join(out) + "\n"
+def restart(handle: DevLdap, how: int = signal.SIGTERM) -> DevLdap:
+    """Stop slapd (``how``: SIGTERM, or SIGKILL to crash it) and start it again on the same
+    files and port; the new handle (its pid)."""
+    _end(handle.pid, how)
+    return _launch(handle)
 
 
-def _write(path: Path, text: str, mode: int = 0o600) -> None:
-    """Create ``path`` with ``mode`` before any content is written."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def stop(dir: str) -> None:
+    """Stop the slapd recorded in ``dir``/slapd.pid (TERM, then KILL) and remove ``dir``."""
+    root = Path(dir)
+    try:
+        pid = int((root / "slapd.pid").read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None:
+        _end(pid, signal.SIGTERM)
+    shutil.rmtree(root, ignore_errors=True)
 
 
-def _write_config(root: Path, uri: str, campus_networks: tuple[str, ...],
-                  tls: bool = False) -> Path:
-    """Write DIR/campus-mfa.toml and its secret files; validate it with load_config."""
-    from policy.config import load_config
-
-    _write(root / "web.secret", secrets.token_hex(32) + "\n")
-    path = root / "campus-mfa.toml"
-    _write(path, dump_toml({
-        "ldap": {"uris": [uri], "base_dn": BASE_DN, "user_base": PEOPLE_DN,
-                 "user_filter": "(&(objectClass=inetOrgPerson)(uid={username}))",
-                 "token_base": TOKENS_DN, "role_group": ROLE_GROUP_DN,
-                 "bind_dn": SERVICE_DN, "bind_password_file": str(root / "ldap.secret"),
-                 "write_bind_dn": ENROLL_DN,
-                 "write_bind_password_file": str(root / "ldap-write.secret"),
-                 "timeout": 3, "start_tls": tls,
-                 "ca_file": str(root / "tls" / "ca.pem") if tls else ""},
-        "policy": {"campus_networks": list(campus_networks)},
-        "audit": {"syslog_socket": str(root / "syslog.sock")},
-        "web": {"secret_key_file": str(root / "web.secret"),
-                "session_dir": str(root / "sessions"), "cookie_secure": False}}), 0o644)
-    load_config(str(path))
-    return path
+def _end(pid: int, how: int) -> None:
+    """Signal ``pid`` with ``how`` and wait (a bounded time, then SIGKILL) until it is gone."""
+    proc = _children.pop(pid, None)
+    if proc is not None:  # our own child: wait on it (and reap it)
+        try:
+            proc.send_signal(signal.SIGCONT)  # a stopped one could not act on SIGTERM
+        except ProcessLookupError:
+            pass
+        stop_process(proc, how, STOP_TIMEOUT)
+        return
+    try:  # started by an earlier command (make dev-ldap): poll for its exit
+        os.kill(pid, how)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _tcp_free(port: int) -> bool:
@@ -220,93 +222,10 @@ def _wait_until_up(port: int, uri: str, proc: subprocess.Popen, log: Path) -> No
             if proc.poll() is None:
                 return
         time.sleep(0.05)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, signal.SIGKILL, STOP_TIMEOUT)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
     raise RuntimeError(f"slapd at {uri} did not come up (timeout {START_TIMEOUT}s, "
                        f"exit status {proc.returncode}); {log} ends with:\n{tail}")
-
-
-def start(dir: str, port: int,
-          campus_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
-          tls: bool = False) -> DevLdap:
-    """Build a fresh directory in ``dir`` (which must not exist or be empty) and start slapd.
-    With ``tls``, slapd offers StartTLS with a certificate from a throwaway CA, and the
-    config uses it (start_tls = true, ca_file = DIR/tls/ca.pem)."""
-    uri = f"ldap://127.0.0.1:{port}"
-    if not _tcp_free(port):
-        raise RuntimeError(f"127.0.0.1:{port} is already in use")
-    root = Path(dir).resolve()
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if any(root.iterdir()):
-        raise RuntimeError(f"{root} is not empty; stop the old directory first")
-    (root / "slapd.d").mkdir(mode=0o700)
-    (root / "db").mkdir(mode=0o700)
-    admin_password = secrets.token_urlsafe(24)
-    service_password = secrets.token_urlsafe(24)
-    enroll_password = secrets.token_urlsafe(24)
-    _write(root / "ldap.secret", service_password + "\n")
-    _write(root / "ldap-write.secret", enroll_password + "\n")
-    _write(root / "admin.secret", admin_password + "\n")
-
-    conf = str(root / "slapd.d")
-    tls_lines = _tls_lines(root) if tls else ""
-    _write(root / "bootstrap.ldif", _bootstrap_ldif(root, admin_password, tls_lines))
-    run("slapadd", "-n0", "-F", conf, "-l", str(root / "bootstrap.ldif"))
-    # The shipped files, applied as an admin would apply them with ldapmodify.
-    run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "otp-module.ldif"))
-    run("slapmodify", "-n0", "-F", conf, "-l", str(LDAP_DIR / "acl.ldif"))
-    _write(root / "tree.ldif", _tree_ldif(service_password, enroll_password))
-    run("slapadd", "-q", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
-    config_path = _write_config(root, uri, tuple(campus_networks), tls)
-
-    log = root / "slapd.log"
-    with open(log, "wb") as out:
-        # -d none: stay in the foreground and log only errors.
-        proc = subprocess.Popen(["slapd", "-d", "none", "-F", conf, "-h",
-                                 f"{uri} {ldapi_uri(root)}"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
-    _write(root / "slapd.pid", f"{proc.pid}\n", 0o644)
-    _wait_until_up(port, uri, proc, log)
-    _children[proc.pid] = proc
-    return DevLdap(uri=uri, dir=str(root), pid=proc.pid, config_path=str(config_path),
-                   admin_dn=ADMIN_DN, admin_password=admin_password)
-
-
-def stop(dir: str) -> None:
-    """Stop the slapd recorded in ``dir``/slapd.pid (TERM, then KILL) and remove ``dir``."""
-    root = Path(dir)
-    try:
-        pid = int((root / "slapd.pid").read_text().strip())
-    except (OSError, ValueError):
-        pid = None
-    if pid is not None:
-        _terminate(pid)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _terminate(pid: int) -> None:
-    """SIGTERM ``pid``, wait a bounded time, then SIGKILL it."""
-    proc = _children.pop(pid, None)
-    if proc is not None:  # our own child: wait on it (and reap it)
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return
-    try:  # started by an earlier command (make dev-ldap): poll for its exit
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def apply_ldif(handle: DevLdap, ldif: str) -> None:
@@ -315,9 +234,9 @@ def apply_ldif(handle: DevLdap, ldif: str) -> None:
     run("ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", handle.ldapi_uri, input=ldif, timeout=30)
 
 
-def admin_connection(handle: DevLdap) -> ldap3.Connection:
+def admin_connection(handle: DevLdap, uri: str | None = None) -> ldap3.Connection:
     """Return a bound connection as the rootdn (bypasses every ACL)."""
-    server = ldap3.Server(handle.uri, get_info=ldap3.NONE, connect_timeout=3)
+    server = ldap3.Server(uri or handle.uri, get_info=ldap3.NONE, connect_timeout=3)
     return ldap3.Connection(server, handle.admin_dn, handle.admin_password,
                             auto_bind=True, raise_exceptions=True, receive_timeout=5)
 
@@ -366,8 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(args.dir)
         return 0
     try:
-        handle = start(args.dir, args.port,
-                       tuple(args.campus) if args.campus else ("127.0.0.0/8", "::1/128"))
+        handle = start(args.dir, args.port, tuple(args.campus) if args.campus else CAMPUS)
     except RuntimeError as err:
         print(f"devldap: {err}", file=sys.stderr)
         return 1

@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .commands import stop_process
+
 
 class RedisServer:
     """``redis-server`` in the foreground: no TCP port, no persistence; stop() ends it and
@@ -52,12 +54,6 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

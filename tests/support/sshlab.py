@@ -39,7 +39,7 @@ import pexpect
 from devtools import devldap
 from devtools.authd import AuthdProcess
 from devtools.codes import wrong_code
-from devtools.commands import run
+from devtools.commands import run, stop_process
 from devtools.oathtool import oathtool
 from devtools.syslog import SyslogListener, audit_pid, parse_audit
 from devtools.toml import dump_toml
@@ -281,12 +281,7 @@ def harness(net: Lab, slapd: devldap.DevLdap, authd: AuthdProcess) -> Iterator[H
         yield h
     finally:
         for proc in h.procs if h is not None else ():
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=5)
         for pam_file in h.pam_files if h is not None else ():
             if pam_file.parent == Path("/etc/pam.d"):
                 pam_file.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devtools.commands import run
+from devtools.commands import run, stop_process
 from support.netns import PREFIX, SERVER, Lab, entered
 from support.site import csrf_token
 
@@ -112,13 +112,7 @@ class Nginx:
         return "\n".join(out)[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finishes open requests
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGQUIT, 15)  # graceful: finishes open requests
         self.log.close()
 
 
