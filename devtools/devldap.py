@@ -25,15 +25,18 @@ from urllib.parse import quote
 import ldap3
 
 from .commands import run, stop_process
-# The directory's names, for the callers of this module.
-from .slapd_files import (ADMIN_DN, BASE_DN, DEMO_USERS, ENROLL_DN, LDAP_DIR,  # noqa: F401
-                          PEOPLE_DN, REPLICATOR_DN, ROLE_GROUP_DN, SERVICE_DN, TOKENS_DN,
-                          bootstrap_ldif, bulk_ldif, tree_ldif, write, write_config)
+from .slapd_files import (ADMIN_DN, BASE_DN, DEMO_USERS, ENROLL_DN, LDAP_DIR, PEOPLE_DN,
+                          REPLICATOR_DN, ROLE_GROUP_DN, SERVICE_DN, TOKENS_DN, bootstrap_ldif,
+                          bulk_ldif, tree_ldif, write, write_config)
 from .tls import make_tls
 
 if TYPE_CHECKING:
     from policy.rules.totp import TotpParams
 
+__all__ = ["ADMIN_DN", "BASE_DN", "DEMO_USERS", "ENROLL_DN", "PEOPLE_DN", "REPLICATOR_DN",
+           "ROLE_GROUP_DN", "SERVICE_DN", "TOKENS_DN", "DevLdap", "add_user",
+           "admin_connection", "apply_ldif", "free_port", "link_new_token", "restart", "start",
+           "stop"]
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 CAMPUS = ("127.0.0.0/8", "::1/128")
