@@ -6,8 +6,7 @@ reads within 10/n ms per login; section 1's per-login column is only a rough che
 
 Off-campus logins type the right code (the token reset before each, as the admin DN,
 outside the authd). Back to back, a borrowed connection was used a moment ago; spaced
-further apart than VALIDATE_AFTER, the pool first checks it with a WhoAmI before the first
-write (policy/directory/pool.py), so that batch shows the cost of a quiet server.
+further apart than the pool's VALIDATE_AFTER, it sat idle, as on a quiet server.
 
 Where that CPU goes: the same off-campus login in this process (policy.login.login with a
 pool of its own and a scripted code), its CPU from thread_time (not tick-rounded) and the

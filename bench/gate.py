@@ -31,7 +31,7 @@ from .gate_stack import SMALL_BODY, SMALL_FILE, Gunicorn, Nginx, Ports, get, soc
     wait_serving
 from .pamrun import children_cpu_ms, proc_cpu_ms, tcp_established, tree_cpu_ms
 
-GATE_ROUNDS = 5
+GATE_ROUNDS = 7
 GATE_WRK = ("-t2", "-c8", "-d3s", "--latency")   # as section 5, shorter runs, more rounds
 SITES = {"ungated": "small file, no gate",
          "bare": "small file, gate asking a bare Flask /auth (the ceiling)",
@@ -77,6 +77,13 @@ class Gate:
 
     def ratio(self) -> float:
         return statistics.median(self.ratios())
+
+    def cpu_ratio(self) -> float:
+        """The same ratio from the CPU each request cost nginx, gunicorn and wrk: what the
+        rates would be on two CPUs with nothing else running (less swayed by other load)."""
+        def total(site: str) -> float:
+            return sum(self.cpu_per_request(site, part) for part in ("nginx", "app", "wrk"))
+        return total("bare") / total("gated")
 
     def slapd(self) -> tuple[int, float, int]:
         """Over the gated runs: requests, slapd's CPU ms, connections newly established."""

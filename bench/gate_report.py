@@ -38,7 +38,8 @@ def summary_rows(g: Gate) -> list[str]:
         f"| the gate's /auth through nginx >= {RATIO_TARGET}x a bare Flask /auth behind the "
         f"same auth_request (issue 13) | **{ratio:.2f}x** (median of {GATE_ROUNDS} rounds; "
         f"gated {g.median('gated', 'rps'):,.0f}/s, bare {g.median('bare', 'rps'):,.0f}/s, "
-        f"ungated {g.median('ungated', 'rps'):,.0f}/s; section 6) | "
+        f"ungated {g.median('ungated', 'rps'):,.0f}/s; from the CPU per request "
+        f"{g.cpu_ratio():.2f}x; section 6) | "
         f"{verdict(ratio >= RATIO_TARGET)} |",
         f"| the gated file's p99 <= {P99_TARGET_MS:.0f} ms | **{p99:.1f} ms** (median of the "
         f"rounds' p99; {min(p99s(g, 'gated')):.1f}-{max(p99s(g, 'gated')):.1f}) | "
@@ -83,7 +84,9 @@ def section(g: Gate) -> list[str]:
                f"open when wrk stopped. CPU: /proc/PID/stat of nginx's and gunicorn's "
                f"processes (master and workers) and getrusage of wrk, over all rounds, "
                f"divided by the requests; the machine has 2 CPUs, so the CPU per request "
-               f"bounds the rate. Round by round, requests/s:\n")
+               f"bounds the rate: by it, the gated file would be served at "
+               f"{g.cpu_ratio():.2f}x the bare handler's rate with nothing else running. "
+               f"Round by round, requests/s:\n")
     out += ["| round | " + " | ".join(SITES) + " | gated / bare |",
             "|---:|" + "---:|" * (len(SITES) + 1)]
     by_site = {site: g.of(site) for site in SITES}

@@ -67,9 +67,11 @@ def authd_cost(batches: list[Batch], inproc: InProcess, ops: list[OpCost]) -> li
                   f"(/proc/PID/stat) before and after each batch, divided by its logins; "
                   f"/proc counts in 10 ms units, hence the resolution. An off-campus login "
                   f"borrows a bound connection from the pool (policy/directory/pool.py): "
-                  f"back to back it was used a moment ago; {SPACING:.1f} s apart it is "
-                  f"first checked with a WhoAmI. Target (issue 14): at most {TARGET_MS:.0f} "
-                  f"ms per off-campus login.\n"] + where_login_cpu_goes(batches, inproc, ops)
+                  f"back to back it was used a moment ago; {SPACING:.1f} s apart it sat "
+                  f"idle, as on a quiet server (a login reads before it writes: a dead "
+                  f"connection would show on the read, which is tried once more on a fresh "
+                  f"one). Target (issue 14): at most {TARGET_MS:.0f} ms per off-campus "
+                  f"login.\n"] + where_login_cpu_goes(batches, inproc, ops)
 
 
 def where_login_cpu_goes(batches: list[Batch], inproc: InProcess, ops: list[OpCost]
