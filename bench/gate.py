@@ -109,7 +109,7 @@ def gate(fx: Fixture, user: User) -> Gate:
         "protected_hosts": '["127.0.0.1"]',
         "session_dir": f'"{fx.work / "gate-sessions"}"'}}))
     recheck = load_config(str(config)).web.recheck_seconds
-    procs: list = []
+    procs: list[Gunicorn | Nginx] = []
     try:
         portal = Gunicorn("enroll_web:create_app()", str(run / "portal.sock"),
                           {"CAMPUS_MFA_CONFIG": str(config)}, fx.work / "gate-portal.log")
@@ -125,7 +125,8 @@ def gate(fx: Fixture, user: User) -> Gate:
             wait_serving(ports.portal, "/login", popens, "the portal behind nginx")
             wait_serving(ports.bare, "/" + SMALL_FILE, popens, "the bare /auth behind nginx")
         except RuntimeError as err:
-            raise RuntimeError(f"{err}:\n{nginx.errors()[-3000:]}") from None
+            said = "\n".join(p.errors()[-2000:] for p in procs)
+            raise RuntimeError(f"{err}:\n{said}") from None
         cookie = sign_in(ports, user)
         checks = check_gate(ports, cookie)
         result = Gate([], checks, recheck, ports)

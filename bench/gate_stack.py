@@ -160,6 +160,7 @@ class Gunicorn:
     process group so that stop() ends the master and its workers."""
 
     def __init__(self, app: str, socket_path: str, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
         self.log = open(log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             ["/usr/bin/gunicorn", "--bind", f"unix:{socket_path}", *GUNICORN_FLAGS, app],
@@ -167,6 +168,9 @@ class Gunicorn:
             stderr=subprocess.STDOUT, start_new_session=True, group="www-data",
             extra_groups=[])
         self.pid = self.proc.pid
+
+    def errors(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
