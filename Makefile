@@ -87,16 +87,18 @@ deb-test: deps-test deps-deb
 e2e: deps-test
 	$(PY) -m pytest -rs tests/test_ssh_e2e.py
 
-# What the benchmark adds: the peers it is compared with, a load tool, the chart.
+# What the benchmark adds: the peers it is compared with, a load tool, the chart, and the
+# nginx in front of the web gate.
 BENCH_DEBS := $(DEMO_DEBS) libpam-google-authenticator libpam-oath wrk python3-matplotlib \
-	python3-requests python3-ldap
+	python3-requests python3-ldap nginx
 
 deps-bench:
 	apt-get update -q >/dev/null || true
 	$(APT) $(BENCH_DEBS) >/dev/null
 
 # A login's cost beside pam_google_authenticator, pam_oath and an empty pam_python module,
-# plus concurrency, warm verifications and the site (docs/performance.md).
-# Loopback only, under 10 minutes; writes bench/out/report.md and bench/out/logins.png.
+# plus concurrency, warm verifications, the site and the web gate through nginx
+# (docs/performance.md). Loopback only, under 10 minutes; writes bench/out/report.md,
+# bench/out/logins.png and bench/out/gate.png.
 bench: deps-bench
 	$(PY) bench/run.py

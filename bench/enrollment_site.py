@@ -68,9 +68,9 @@ def site(fx: Fixture) -> list[Page]:
         proc.wait(10)
 
 
-def wrk(name: str, url: str, cookie: str) -> Page:
+def wrk(name: str, url: str, cookie: str, options: tuple[str, ...] = WRK) -> Page:
     """One wrk run on ``url`` (with ``cookie`` if any), its summary parsed."""
-    args = ["wrk", *WRK, url] + (["-H", f"Cookie: {cookie}"] if cookie else [])
+    args = ["wrk", *options, url] + (["-H", f"Cookie: {cookie}"] if cookie else [])
     out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60).stdout
 
     def ms(label: str) -> float:

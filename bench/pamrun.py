@@ -45,6 +45,55 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def tree_cpu_ms(pid: int) -> float:
+    """CPU of a process and of its descendants running now (nginx or gunicorn: the
+    master and its workers), as proc_cpu_ms counts it."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass   # ended meanwhile
+    tree, total = [pid], 0.0
+    while tree:
+        current = tree.pop()
+        tree += [child for child, parent in parents.items() if parent == current]
+        try:
+            total += proc_cpu_ms(current)
+        except OSError:
+            pass
+    return total
+
+
+def tcp_established() -> list[tuple[int, int, str, str]]:
+    """The established TCP connections of this network namespace, each end once: (local
+    port, remote port, remote address:port as /proc/net writes it, socket inode)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01":
+                    found.append((int(fields[1].rsplit(":", 1)[1], 16),
+                                  int(fields[2].rsplit(":", 1)[1], 16), fields[2], fields[9]))
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue   # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
+
+
 def cpu_times() -> list[int]:
     """The machine's CPU time so far (/proc/stat ``cpu`` line, in ticks)."""
     with open("/proc/stat") as f:

@@ -6,15 +6,17 @@ The fixture (fixture.py: a throwaway slapd, bench users, PAM services campus-mfa
 and the byte-compile step), a resident authd for the run (devtools.authd, its socket in
 the bench's work directory), then the sections, each in its own module:
 
-1. logins.py: one login, a whole pamtester process, interleaved beside the peers;
+1. logins.py: one login, a whole pamtester process, interleaved beside the peers; then
+   authd_cost.py: the authd's CPU per login over batches of logins;
 2. imports.py: where the time goes (``-X importtime``, cProfile of bench/login_once.py);
 3. concurrency.py: N = 10, 50, 200 parallel off-campus logins, every verdict checked;
 4. warm.py: warm verifications/s over one connection, and one LDAP operation's cost;
-5. enrollment_site.py: the enrollment site under gunicorn -w 2 with wrk.
+5. enrollment_site.py: the enrollment site under gunicorn -w 2 with wrk;
+6. gate.py: the web gate's /auth through nginx, beside the ungated file and a bare /auth.
 
-Writes bench/out/report.md and bench/out/logins.png (report.py). BENCH_ROUNDS (default 40)
-sets the number of interleaved rounds. The whole run is bounded (BENCH_DEADLINE seconds,
-default 570): past it, the bench stops, cleans up and fails.
+Writes bench/out/report.md, bench/out/logins.png and bench/out/gate.png (report.py).
+BENCH_ROUNDS (default 40) sets the number of interleaved rounds. The whole run is bounded
+(BENCH_DEADLINE seconds, default 570): past it, the bench stops, cleans up and fails.
 """
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)   # bench.*, devtools, policy; not bench/ itself (no shadowed names)
 
-from bench import concurrency, enrollment_site, imports, logins, warm  # noqa: E402
+from bench import authd_cost, concurrency, enrollment_site, imports, logins, warm  # noqa: E402
 from bench.fixture import CAMPUS, OFF, Fixture, byte_compile, bytecode_state  # noqa: E402
+from bench.gate import gate  # noqa: E402
+from bench.gate_report import chart as gate_chart  # noqa: E402
 from bench.pamrun import cpu_times, machine_load, proc_status  # noqa: E402
 from bench.report import Results, chart, report  # noqa: E402
 from devtools.authd import AuthdProcess  # noqa: E402
@@ -48,27 +52,31 @@ def on_alarm(signum: int, frame: object) -> None:
 
 
 def measure(fx: Fixture, authd: AuthdProcess) -> dict:
-    """The five sections, in order; what each measured, by Results' field names."""
+    """The six sections, in order; what each measured, by Results' field names."""
     users = fx.enroll([f"bench{i:03d}" for i in range(max(concurrency.CONCURRENCY) + 1)])
     solo, crowd = users[-1], users[:-1]
     r: dict = {"authd_pid": authd.pid}
-    print("bench: 1/5 whole-process logins", flush=True)
+    print("bench: 1/6 whole-process logins", flush=True)
     r["whole"] = logins.whole_process(fx, solo, authd)
-    print("bench: 2/5 import times and profile", flush=True)
+    r["authd_cost"] = authd_cost.authd_batches(fx, solo, authd)
+    r["login_in_process"] = authd_cost.in_process(fx, solo)
+    print("bench: 2/6 import times and profile", flush=True)
     r["imports"] = {
         "in-process, campus path": imports.import_times(fx, solo, CAMPUS),
         "in-process, off-campus path": imports.import_times(fx, solo, OFF),
         "via authd, module side": imports.import_times(fx, solo, CAMPUS, authd.path)}
     r["profile"] = imports.profile(fx, solo)
-    print("bench: 3/5 parallel logins", flush=True)
+    print("bench: 3/6 parallel logins", flush=True)
     r["levels"] = concurrency.concurrency(fx, crowd, authd)
-    print("bench: 4/5 warm verifications and LDAP operations", flush=True)
+    print("bench: 4/6 warm verifications and LDAP operations", flush=True)
     r["warm"] = warm.warm_verifications(fx, solo)
     r["ops"] = warm.ldap_op_costs(fx, solo, crowd[0])
     r["ldap_imports"] = {name: imports.import_ms(name) for name in ("ldap3", "ldap")}
     r["authd_end"] = proc_status(authd.pid)
-    print("bench: 5/5 enrollment site", flush=True)
+    print("bench: 5/6 enrollment site", flush=True)
     r["web"] = enrollment_site.site(fx)
+    print("bench: 6/6 the web gate through nginx", flush=True)
+    r["gate"] = gate(fx, solo)
     return r
 
 
@@ -100,6 +108,7 @@ def main() -> int:
             busy=machine_load(cpu_start, cpu_times()))
         (OUT / "report.md").write_text(report(results))
         chart(results.whole.variants, results.whole.floor_ms(), OUT / "logins.png")
+        gate_chart(results.gate, OUT / "gate.png")
     finally:
         signal.alarm(0)
         try:
@@ -111,6 +120,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(OUT / "report.md")
     print(OUT / "logins.png")
+    print(OUT / "gate.png")
     return 0
 
 

@@ -1,0 +1,216 @@
+"""The stack section 6 measures, on loopback: Debian's nginx (foreground, its own prefix)
+with three sites that serve one small file -- behind the shipped gate snippet asking the
+real portal, without a gate, and behind the same snippet asking a bare Flask /auth -- plus
+the portal's own site for signing in; the portal and the bare app each under gunicorn on a
+unix socket with the same flags.
+
+The snippet is packaging/debian/examples/campus-mfa-gate.conf as shipped, but for the
+portal's socket and Host name; each substitution must match exactly once, so an edit of
+the snippet that the bench relies on stops it loudly.
+"""
+from __future__ import annotations
+
+import grp
+import http.client
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .fixture import ROOT
+
+SNIPPET = ROOT / "packaging" / "debian" / "examples" / "campus-mfa-gate.conf"
+NGINX = "/usr/sbin/nginx"
+# Two sync workers, one request at a time each: two processes for two CPUs. (The shipped
+# unit runs --workers 1 --threads 4: with rate_limit_storage = "memory://" more processes
+# would multiply the allowed attempts; threads share one GIL.) No access log in gunicorn.
+GUNICORN_FLAGS = ("--workers", "2", "--umask", "0117")
+SMALL_FILE = "small.txt"
+SMALL_BODY = b"A small file behind the gate.\n" * 16     # 480 bytes
+
+MAIN_CONF = """\
+# Written by bench/gate_stack.py: a private nginx in the foreground, Debian's defaults.
+daemon off;
+master_process on;
+user www-data www-data;
+worker_processes auto;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+	sendfile on;
+	tcp_nopush on;
+	include /etc/nginx/mime.types;
+	default_type application/octet-stream;
+	log_format status '$status';
+	client_body_temp_path {prefix}/temp/body;
+	proxy_temp_path {prefix}/temp/proxy;
+	fastcgi_temp_path {prefix}/temp/fastcgi;
+	uwsgi_temp_path {prefix}/temp/uwsgi;
+	scgi_temp_path {prefix}/temp/scgi;
+
+	server {{  # the small file behind the gate, asking the portal
+		listen 127.0.0.1:{gated};
+		root {html};
+		access_log {prefix}/gated.log status;
+		include {prefix}/gate-portal.conf;
+	}}
+	server {{  # the same file, no gate
+		listen 127.0.0.1:{ungated};
+		root {html};
+		access_log {prefix}/ungated.log status;
+	}}
+	server {{  # the same file behind the same snippet, asking the bare /auth
+		listen 127.0.0.1:{bare};
+		root {html};
+		access_log {prefix}/bare.log status;
+		include {prefix}/gate-bare.conf;
+	}}
+	server {{  # the portal, for signing in (the shipped site's location, plain HTTP)
+		listen 127.0.0.1:{portal};
+		access_log {prefix}/portal.log status;
+		location / {{
+			proxy_pass http://unix:{portal_socket};
+			proxy_set_header Host $host;
+			proxy_set_header X-Forwarded-For $remote_addr;
+			proxy_set_header X-Forwarded-Proto $scheme;
+			proxy_redirect off;
+		}}
+	}}
+}}
+"""
+
+
+def substitute(text: str, table: list[tuple[str, str]], what: str) -> str:
+    """Replace each ``old`` of the table by ``new``; each ``old`` must occur exactly once."""
+    for old, new in table:
+        found = text.count(old)
+        if found != 1:
+            raise RuntimeError(f"{what}: expected {old!r} once, found it {found} times")
+        text = text.replace(old, new)
+    return text
+
+
+def gate_snippet(socket_path: str, host: str) -> str:
+    """The shipped snippet, asking the portal on ``socket_path`` with Host ``host``."""
+    return substitute(SNIPPET.read_text(), [
+        ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock:/auth;",
+         f"proxy_pass http://unix:{socket_path}:/auth;"),
+        ("proxy_set_header Host mfa.example.edu;", f"proxy_set_header Host {host};"),
+    ], str(SNIPPET))
+
+
+@dataclass(frozen=True)
+class Ports:
+    gated: int
+    ungated: int
+    bare: int
+    portal: int
+
+
+class Nginx:
+    """Debian's nginx in the foreground with its own prefix, pid, logs and temp paths;
+    its workers run as www-data, as on Debian."""
+
+    def __init__(self, prefix: Path, ports: Ports, html: Path, portal_socket: str,
+                 bare_socket: str) -> None:
+        self.prefix = prefix
+        (prefix / "temp").mkdir(parents=True)
+        (prefix / "gate-portal.conf").write_text(gate_snippet(portal_socket, "127.0.0.1"))
+        (prefix / "gate-bare.conf").write_text(gate_snippet(bare_socket, "127.0.0.1"))
+        (prefix / "nginx.conf").write_text(MAIN_CONF.format(
+            prefix=prefix, html=html, portal_socket=portal_socket, **vars(ports)))
+        self.out = open(prefix / "nginx.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", f"{prefix}/", "-e", str(prefix / "error.log"),
+             "-c", str(prefix / "nginx.conf")],
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def statuses(self, site: str) -> dict[int, int]:
+        """How many requests of each status ``site``'s access log holds."""
+        counts: dict[int, int] = {}
+        for line in (self.prefix / f"{site}.log").read_text().split():
+            counts[int(line)] = counts.get(int(line), 0) + 1
+        return counts
+
+    def clear_log(self, site: str) -> None:
+        """Empty ``site``'s access log (nginx appends, so it goes on at the new end)."""
+        os.truncate(self.prefix / f"{site}.log", 0)
+
+    def errors(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in
+                       (self.prefix / "nginx.out", self.prefix / "error.log") if p.exists())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)   # graceful
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+class Gunicorn:
+    """gunicorn on a unix socket (root:www-data 0660, as the unit makes it), its own
+    process group so that stop() ends the master and its workers."""
+
+    def __init__(self, app: str, socket_path: str, env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self.log = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ["/usr/bin/gunicorn", "--bind", f"unix:{socket_path}", *GUNICORN_FLAGS, app],
+            cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True, group="www-data",
+            extra_groups=[])
+        self.pid = self.proc.pid
+
+    def errors(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def get(port: int, path: str, cookie: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One GET to 127.0.0.1:``port`` (no proxy from the environment): status, headers,
+    body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        answer = conn.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        conn.close()
+
+
+def wait_serving(port: int, path: str, procs: list[subprocess.Popen], what: str) -> None:
+    """Until GET ``path`` answers 200 through nginx (nginx says 502 until the app is up)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(port, path)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{what} did not come up")
+        time.sleep(0.1)
+
+
+def socket_dir(path: Path) -> Path:
+    """A directory for the sockets that nginx's workers (www-data) may enter."""
+    path.mkdir(mode=0o750)
+    os.chown(path, 0, grp.getgrnam("www-data").gr_gid)
+    return path
