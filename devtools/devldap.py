@@ -86,7 +86,8 @@ def start(dir: str, port: int, campus_networks: tuple[str, ...] = CAMPUS, tls: b
     ``clone_of``, if given) and the config uses it. With ``clone_of``, the entries are that
     directory's own (slapcat there, slapadd -w here, as an admin loads a second provider),
     and so are its passwords. With ``bulk`` = (users, role members, tokens), the example
-    tree holds that many more people, group members and linked tokens (slapd_files.py)."""
+    tree holds that many more people, group members and linked tokens (slapd_files.py;
+    their secrets from DIR/bulk.secret and bulk_secret())."""
     uri = f"ldap://127.0.0.1:{port}"
     if not _tcp_free(port):
         raise RuntimeError(f"127.0.0.1:{port} is already in use")
@@ -124,7 +125,11 @@ def _load(root: Path, conf: str, clone_of: DevLdap | None,
         write(root / "tree.ldif", entries)
         run("slapadd", "-q", "-w", "-F", conf, "-b", BASE_DN, "-l", str(root / "tree.ldif"))
         return
-    extra, members = bulk_ldif(*bulk, password="s-pass") if bulk else ("", "")
+    extra, members = "", ""
+    if bulk:
+        write(root / "bulk.secret", secrets.token_hex(16) + "\n")
+        extra, members = bulk_ldif(*bulk, password="s-pass",
+                                   seed=(root / "bulk.secret").read_text().strip())
     write(root / "tree.ldif", tree_ldif((root / "ldap.secret").read_text().strip(),
                                         (root / "ldap-write.secret").read_text().strip(),
                                         members) + ("\n" + extra if extra else ""))

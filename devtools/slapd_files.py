@@ -4,6 +4,8 @@ of a directory of a university's size."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -140,11 +142,19 @@ def write_config(root: Path, uris: list[str], campus_networks: tuple[str, ...],
     return path
 
 
-def bulk_ldif(users: int, members: int, tokens: int, password: str) -> tuple[str, str]:
+def bulk_secret(seed: str, n: int) -> bytes:
+    """The TOTP secret of bulk user s``n``'s token: derived from the directory's own random
+    ``seed`` (DIR/bulk.secret), so a test can compute any user's codes."""
+    return hmac.new(seed.encode(), f"s{n}".encode(), hashlib.sha1).digest()
+
+
+def bulk_ldif(users: int, members: int, tokens: int, password: str,
+              seed: str) -> tuple[str, str]:
     """A directory of a university's size, for slapadd on top of the example tree:
     ``users`` people s0, s1 ... (password ``password``), the first ``tokens`` of them with a
-    linked token (one params entry for all); and the ``member`` lines that put the first
-    ``members`` of them in the role group. Returns (entries, member lines)."""
+    linked token (one params entry for all; secrets from bulk_secret); and the ``member``
+    lines that put the first ``members`` of them in the role group. Returns (entries,
+    member lines)."""
     from policy.directory.entries import gentime, params_attributes
     from policy.rules.totp import TotpParams
 
@@ -158,7 +168,7 @@ def bulk_ldif(users: int, members: int, tokens: int, password: str) -> tuple[str
         person = user_ldif(f"s{n}", password)
         if n < tokens:
             token = f"cn=bulk{n},{TOKENS_DN}"
-            secret = base64.b64encode(secrets.token_bytes(20)).decode("ascii")
+            secret = base64.b64encode(bulk_secret(seed, n)).decode("ascii")
             out.append(f"dn: {token}\nobjectClass: device\nobjectClass: oathTOTPToken\n"
                        f"cn: bulk{n}\noathTokenIdentifier: bulk{n}\noathSecret:: {secret}\n"
                        f"oathSecretTime: {made}\noathTOTPParams: {params_dn}\n"
