@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, current_app, render_template
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -23,15 +23,16 @@ from policy.secret_file import read_secret_file
 
 from .context import close_directory
 from .limits import limiter
+from .redirects import form_targets
 from .sessions import ServerSessionInterface, session_store
 
 # No inline script or style anywhere; the QR code is inline SVG markup, which CSP does not
-# treat as a resource, so nothing more than 'self' is needed.
+# treat as a resource, so nothing more than 'self' is needed; forms may also lead to the
+# protected sites (redirects.form_targets).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "img-src 'self'; object-src 'none'; base-uri 'none'; "
-                           "form-action 'self'; frame-ancestors 'none'")
+                           "form-action 'self'{targets}; frame-ancestors 'none'")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     # Pages show secrets (the key, the QR code) and personal state: never keep a copy.
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
@@ -67,6 +68,9 @@ def create_app(config: Config | str | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=web.rate_limit_storage,
         RATELIMIT_HEADERS_ENABLED=False,
         MAX_CONTENT_LENGTH=64 * 1024,
+        CAMPUS_MFA_HEADERS={**SECURITY_HEADERS, "Content-Security-Policy":
+                            CONTENT_SECURITY_POLICY.format(targets="".join(
+                                f" {source}" for source in form_targets(web)))},
     )
     if web.trusted_proxies:
         # Exactly that many hops of X-Forwarded-For / -Proto are believed; with 0 the
@@ -100,7 +104,7 @@ def cookie_name(web: WebConfig) -> str:
 
 
 def _add_security_headers(response: Response) -> Response:
-    for name, value in SECURITY_HEADERS.items():
+    for name, value in current_app.config["CAMPUS_MFA_HEADERS"].items():
         response.headers[name] = value
     return response
 

@@ -66,3 +66,18 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def form_targets(web: WebConfig) -> list[str]:
+    """The CSP ``form-action`` sources besides 'self': the protected hosts. A browser applies
+    form-action to the redirects that follow a form, so without them the sign-in's last
+    step (to the page the user asked for) would be blocked."""
+    sources = []
+    for entry in web.protected_hosts:
+        if entry.startswith("."):
+            sources.append(f"https://*{entry}")
+        else:
+            sources.append(f"https://{entry}")
+            if _loopback(entry):  # the demo's share: http, any port
+                sources.append(f"http://{entry}:*")
+    return sources

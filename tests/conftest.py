@@ -1,6 +1,6 @@
 """The fixtures (helpers live in tests/support/): one throwaway slapd and one authd per
 test session (never a system slapd), the PAM lab, the site on the test client, and the
-site as deployed in the network lab."""
+site as deployed in the network lab, and the gate as deployed in a lab of its own."""
 from __future__ import annotations
 
 import secrets
@@ -13,9 +13,10 @@ from flask import Flask
 
 from devtools import devldap
 from devtools.authd import AuthdProcess
+from devtools.redis import RedisServer
 from enroll_web import create_app
 from policy.config import Config
-from support import netns, sitelab
+from support import gatelab, netns, sitelab
 from support.pamlab import PamLab, make_lab
 from support.site import web_config
 from support.utmp import utmp_file
@@ -63,6 +64,17 @@ def authd() -> Iterator[AuthdProcess]:
         yield handle
     finally:
         assert handle.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A throwaway redis-server (devtools/redis.py) for sessions and rate limits shared by
+    several site processes."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +137,13 @@ def site(netlab: netns.Lab, slapd: devldap.DevLdap) -> Iterator[sitelab.Site]:
     with sitelab.deployed(netlab, Path(slapd.config_path).read_text(),
                           netns.CAMPUS_NETWORKS) as deployed:
         yield deployed
+
+
+@pytest.fixture(scope="session")
+def gate(slapd: devldap.DevLdap, redis: RedisServer) -> Iterator[gatelab.Gate]:
+    """The gate as deployed (support/gatelab.py): nginx with the portal's site and a
+    protected file share and application, two portal processes sharing ``redis``, in a
+    network lab of its own, on the session's slapd."""
+    with netns.lab("g") as net:
+        with gatelab.deployed(net, slapd, redis) as deployed:
+            yield deployed

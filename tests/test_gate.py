@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from enroll_web import grants
-from enroll_web.redirects import safe_destination
+from enroll_web.redirects import form_targets, safe_destination
 from policy.config import WebConfig
 from policy.directory.enrollment import EnrollmentDirectory
 from support.pamlab import ROOT
@@ -273,6 +273,16 @@ WEB = WebConfig(**GATE)
 ])
 def test_only_listed_hosts_over_https_are_sent_back_to(rd, expected):
     assert safe_destination(rd, WEB) == expected
+
+
+def test_forms_may_lead_to_the_protected_hosts(gate_app):
+    """A browser applies CSP form-action to the redirects after a form: the sign-in's last
+    step goes to a protected host, and nowhere else."""
+    app, _ = gate_app()
+    csp = app.test_client().get("/login").headers["Content-Security-Policy"]
+    assert "form-action 'self' https://files.example.edu https://*.apps.example.edu;" in csp
+    demo = WebConfig(portal_url="http://127.0.0.1:8080", protected_hosts=("127.0.0.1",))
+    assert form_targets(demo) == ["https://127.0.0.1", "http://127.0.0.1:*"]
 
 
 def test_http_only_to_a_listed_loopback_host():

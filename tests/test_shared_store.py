@@ -4,21 +4,9 @@ per-account code limit holds across both. Flask's test client drives two apps of
 process here; tests/test_gate_nginx.py runs two gunicorn behind one nginx."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from devtools.redis import RedisServer
 from support.site import CAMPUS, OFF_CAMPUS, client_at, enroll, login, post_form
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def two_sites(make_app, redis, **web):

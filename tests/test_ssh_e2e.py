@@ -31,7 +31,7 @@ from devtools import devldap
 from devtools.authd import AuthdProcess
 from policy.messages import MISMATCH_MESSAGE, SET_UP_MESSAGE, UNAVAILABLE_MESSAGE
 from policy.origin import USER_PROCESS, read_utmp
-from support import sitelab, sshlab, weblab
+from support import gatelab, sitelab, sshlab, weblab
 from support.netns import CLIENT, SERVER, Lab
 from support.sshlab import (CAMPUS, KEYS_PORT, KEYS_SERVICE, TRIES, Harness, User, audits, explain,
                             one_audit, refused, ssh)
@@ -461,3 +461,25 @@ def test_9_a_code_counts_once_for_ssh_and_the_site(h: Harness, make_user,
     assert refused(again) and again.output.count(MISMATCH_MESSAGE) == TRIES, explain(h, again)
     lines = audits(h, user, 2)
     assert lines[1]["outcome"] == "failure" and "replayed" in lines[1]["reason"], lines
+
+
+def test_9_a_code_used_over_ssh_is_refused_at_the_gate(h: Harness, make_user,
+                                                      gate: gatelab.Gate) -> None:
+    """The same for the gate in front of a protected site (tests/test_gate_nginx.py's
+    stack): the code that opened an ssh session does not open the file share."""
+    user = make_user()
+    code = user.code()
+    over_ssh = ssh(h, "off", "v4", user, codes=(code,))
+    assert over_ssh.ok, explain(h, over_ssh)
+    portal, files = gate.clients("off")
+    login = files.get("/share/").location
+    assert login.startswith(f"https://{sitelab.HOST}/login?rd=")
+    step = portal.post_form(login.removeprefix(f"https://{sitelab.HOST}"),
+                            {"username": user.name, "password": user.password})
+    assert step.status == 302 and step.location.startswith("/verify?")
+    same = portal.post_form(step.location, {"code": code})
+    assert same.status == 200 and MISMATCH_MESSAGE in same.body
+    assert files.get("/share/").status == 302
+    later = portal.post_form(step.location, {"code": user.code(30)})
+    assert later.status == 302 and later.location == gate.url("/share/")
+    assert files.get("/share/").status == 200

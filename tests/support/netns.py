@@ -56,10 +56,12 @@ class Lab:
 
 
 @contextmanager
-def lab() -> Iterator[Lab]:
-    """The namespaces and links of the picture above; removed afterwards."""
+def lab(tag: str = "") -> Iterator[Lab]:
+    """The namespaces and links of the picture above; removed afterwards. Labs with
+    different ``tag`` letters are apart (each server has the same addresses)."""
     remove_stale()
-    names = {"server": f"{PREFIX}s", "campus": f"{PREFIX}c", "off": f"{PREFIX}o"}
+    names = {"server": f"{PREFIX}{tag}s", "campus": f"{PREFIX}{tag}c",
+             "off": f"{PREFIX}{tag}o"}
     made: list[str] = []
     try:
         for name in names.values():
@@ -69,7 +71,7 @@ def lab() -> Iterator[Lab]:
         server = names["server"]
         for side, (v4, v6) in _LINKS.items():
             client = names[side]
-            here, there = f"{PREFIX}{side[0]}0", f"{PREFIX}{side[0]}1"
+            here, there = f"{PREFIX}{tag}{side[0]}0", f"{PREFIX}{tag}{side[0]}1"
             run("ip", "link", "add", here, "netns", server, "type", "veth",
                 "peer", "name", there, "netns", client)
             for ns, dev, host in ((server, here, "1"), (client, there, "2")):

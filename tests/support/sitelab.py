@@ -29,8 +29,9 @@ UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
 HOST = "mfa.example.edu"
 
 
-def nginx_site(socket_path: str, tls: weblab.Tls) -> str:
-    """The shipped example site, verbatim but for the socket and the certificate paths."""
+def nginx_site(backend: str, tls: weblab.Tls) -> str:
+    """The shipped example site, verbatim but for the certificate paths and the backend
+    (``unix:PATH``, or the name of an ``upstream`` block)."""
     return weblab.substitute(EXAMPLE.read_text(), [
         ("server_name mfa.example.edu;", f"server_name {tls.host};", 2),
         ("ssl_certificate /etc/ssl/certs/mfa.example.edu.pem;",
@@ -38,7 +39,7 @@ def nginx_site(socket_path: str, tls: weblab.Tls) -> str:
         ("ssl_certificate_key /etc/ssl/private/mfa.example.edu.key;",
          f"ssl_certificate_key {tls.key};", 1),
         ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock;",
-         f"proxy_pass http://unix:{socket_path};", 1),
+         f"proxy_pass http://{backend};", 1),
     ], str(EXAMPLE))
 
 
@@ -88,23 +89,25 @@ class Site:
     nginx: weblab.Nginx
     config: Path
     audit: SyslogListener
+    hosts: tuple[str, ...] = (HOST,)   # the names nginx serves (the portal's first)
 
-    def url(self, path: str = "/") -> str:
-        return f"https://{HOST}{path}"
+    def url(self, path: str = "/", host: str = HOST) -> str:
+        return f"https://{host}{path}"
 
     def audit_line(self, fragment: str) -> str:
         """The audit line containing ``fragment``, once it arrived (within 5 s)."""
         return self.audit.line_with(fragment)
 
-    def client(self, where: str) -> weblab.Client:
-        return weblab.Client(self.lab.clients[where], HOST, SERVER[where, "v4"], self.tls.ca)
+    def client(self, where: str, host: str = HOST) -> weblab.Client:
+        return weblab.Client(self.lab.clients[where], host, SERVER[where, "v4"], self.tls.ca)
 
     @contextmanager
     def browser(self, where: str) -> Iterator[Any]:
         """A chromium in the ``where`` namespace that trusts the lab's CA and resolves
-        the site's name to the server's address on that network."""
+        the site's names to the server's address on that network."""
         with entered(self.lab.clients[where]):
-            with weblab.chromium({HOST: SERVER[where, "v4"]}, self.tls.ca) as driver:
+            with weblab.chromium({host: SERVER[where, "v4"] for host in self.hosts},
+                                 self.tls.ca) as driver:
                 yield driver
 
 
@@ -144,7 +147,7 @@ def deployed(net: Lab, config_text: str, campus_networks: tuple[str, ...]) -> It
             info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
             assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
                 (0o660, "www-data")
-            nginx = weblab.Nginx(net, work / "nginx", nginx_site(socket_path, tls))
+            nginx = weblab.Nginx(net, work / "nginx", nginx_site(f"unix:{socket_path}", tls))
             yield Site(net, tls, nginx, config, audit)
     finally:
         if nginx is not None:

@@ -56,11 +56,13 @@ user www-data www-data;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
+include /etc/nginx/modules-enabled/*.conf;
 events {{ worker_connections 128; }}
 http {{
 	include /etc/nginx/mime.types;
 	default_type application/octet-stream;
-	access_log {prefix}/access.log;
+	log_format lab '$remote_addr "$request" $status upstream=$upstream_addr';
+	access_log {prefix}/access.log lab;
 	client_body_temp_path {prefix}/temp/body;
 	proxy_temp_path {prefix}/temp/proxy;
 	fastcgi_temp_path {prefix}/temp/fastcgi;
@@ -79,6 +81,8 @@ class Nginx:
         self.lab = lab
         self.prefix = prefix
         (prefix / "temp").mkdir(parents=True, exist_ok=True)
+        # Debian's modules-enabled files name modules relative to the prefix.
+        (prefix / "modules").symlink_to("/usr/lib/nginx/modules")
         (prefix / "site.conf").write_text(site)
         (prefix / "nginx.conf").write_text(NGINX_MAIN.format(prefix=prefix))
         self.log = open(prefix / "nginx.out", "wb")  # noqa: SIM115
