@@ -7,12 +7,12 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recomme
 RUNTIME_DEBS := python3-pyotp python3-ldap3 python3-netaddr python3-qrcode python3-flask \
 	python3-flaskext.wtf python3-flask-limiter python3-flask-session python3-cachelib \
 	python3-pampy libpam-python gunicorn
-# What the demo adds: a throwaway directory and a PAM client.
-DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool
+# What the demo adds: a throwaway directory, a PAM client, nginx for the share behind the gate.
+DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool nginx
 # What the test suite adds.
 # sudo and libutempter0: su and sudo inside the e2e sessions, and a user's own utmp record.
 TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
-	openssh-server openssh-client python3-pexpect iproute2 nginx openssl libnss3-tools \
+	openssh-server openssh-client python3-pexpect iproute2 openssl libnss3-tools \
 	sudo libutempter0 redis-server python3-redis libnginx-mod-http-dav-ext
 
 DEMO_PORT ?= 8080
@@ -43,8 +43,8 @@ dev-ldap-stop:
 	@test -n "$(DIR)" || { echo "usage: make dev-ldap-stop DIR=/some/dir" >&2; exit 2; }
 	$(PY) -m devtools.devldap stop --dir "$(DIR)"
 
-# A throwaway directory, the PAM service campus-mfa-demo and the enrollment site, in the
-# foreground; Ctrl-C stops and removes all of it.
+# A throwaway directory, the PAM service campus-mfa-demo, the enrollment site and a share
+# behind the gate (nginx on loopback), in the foreground; Ctrl-C stops and removes all of it.
 demo: deps-demo
 	@$(PY) -m devtools.demo --port $(DEMO_PORT)
 

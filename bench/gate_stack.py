@@ -5,8 +5,8 @@ the portal's own site for signing in; the portal and the bare app each under gun
 unix socket with the same flags.
 
 The snippet is packaging/debian/examples/campus-mfa-gate.conf as shipped, but for the
-portal's socket and Host name; each substitution must match exactly once, so an edit of
-the snippet that the bench relies on stops it loudly.
+portal's socket and Host name (devtools/nginx.py: each substitution must match exactly
+once, so an edit of the snippet that the bench relies on stops it loudly).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import nginx
+
 from .fixture import ROOT
 
-SNIPPET = ROOT / "packaging" / "debian" / "examples" / "campus-mfa-gate.conf"
-NGINX = "/usr/sbin/nginx"
 # Two sync workers, one request at a time each: two processes for two CPUs. (The shipped
 # unit runs --workers 1 --threads 4: with rate_limit_storage = "memory://" more processes
 # would multiply the allowed attempts; threads share one GIL.) No access log in gunicorn.
@@ -30,27 +30,7 @@ GUNICORN_FLAGS = ("--workers", "2", "--umask", "0117")
 SMALL_FILE = "small.txt"
 SMALL_BODY = b"A small file behind the gate.\n" * 16     # 480 bytes
 
-MAIN_CONF = """\
-# Written by bench/gate_stack.py: a private nginx in the foreground, Debian's defaults.
-daemon off;
-master_process on;
-user www-data www-data;
-worker_processes auto;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-	sendfile on;
-	tcp_nopush on;
-	include /etc/nginx/mime.types;
-	default_type application/octet-stream;
-	log_format status '$status';
-	client_body_temp_path {prefix}/temp/body;
-	proxy_temp_path {prefix}/temp/proxy;
-	fastcgi_temp_path {prefix}/temp/fastcgi;
-	uwsgi_temp_path {prefix}/temp/uwsgi;
-	scgi_temp_path {prefix}/temp/scgi;
-
+SITE = """\
 	server {{  # the small file behind the gate, asking the portal
 		listen 127.0.0.1:{gated};
 		root {html};
@@ -79,27 +59,7 @@ http {{
 			proxy_redirect off;
 		}}
 	}}
-}}
 """
-
-
-def substitute(text: str, table: list[tuple[str, str]], what: str) -> str:
-    """Replace each ``old`` of the table by ``new``; each ``old`` must occur exactly once."""
-    for old, new in table:
-        found = text.count(old)
-        if found != 1:
-            raise RuntimeError(f"{what}: expected {old!r} once, found it {found} times")
-        text = text.replace(old, new)
-    return text
-
-
-def gate_snippet(socket_path: str, host: str) -> str:
-    """The shipped snippet, asking the portal on ``socket_path`` with Host ``host``."""
-    return substitute(SNIPPET.read_text(), [
-        ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock:/auth;",
-         f"proxy_pass http://unix:{socket_path}:/auth;"),
-        ("proxy_set_header Host mfa.example.edu;", f"proxy_set_header Host {host};"),
-    ], str(SNIPPET))
 
 
 @dataclass(frozen=True)
@@ -110,24 +70,19 @@ class Ports:
     portal: int
 
 
-class Nginx:
-    """Debian's nginx in the foreground with its own prefix, pid, logs and temp paths;
-    its workers run as www-data, as on Debian."""
+class Nginx(nginx.Nginx):
+    """devtools/nginx.py's nginx with the four sites above, as many workers as CPUs."""
 
     def __init__(self, prefix: Path, ports: Ports, html: Path, portal_socket: str,
                  bare_socket: str) -> None:
-        self.prefix = prefix
-        (prefix / "temp").mkdir(parents=True)
-        (prefix / "gate-portal.conf").write_text(gate_snippet(portal_socket, "127.0.0.1"))
-        (prefix / "gate-bare.conf").write_text(gate_snippet(bare_socket, "127.0.0.1"))
-        (prefix / "nginx.conf").write_text(MAIN_CONF.format(
-            prefix=prefix, html=html, portal_socket=portal_socket, **vars(ports)))
-        self.out = open(prefix / "nginx.out", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [NGINX, "-p", f"{prefix}/", "-e", str(prefix / "error.log"),
-             "-c", str(prefix / "nginx.conf")],
-            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
+        prefix.mkdir(parents=True)
+        (prefix / "gate-portal.conf").write_text(
+            nginx.gate_snippet(f"unix:{portal_socket}", "127.0.0.1"))
+        (prefix / "gate-bare.conf").write_text(
+            nginx.gate_snippet(f"unix:{bare_socket}", "127.0.0.1"))
+        super().__init__(prefix, SITE.format(prefix=prefix, html=html,
+                                             portal_socket=portal_socket, **vars(ports)),
+                         workers="auto", connections=1024, level="warn")
 
     def statuses(self, site: str) -> dict[int, int]:
         """How many requests of each status ``site``'s access log holds."""
@@ -139,20 +94,6 @@ class Nginx:
     def clear_log(self, site: str) -> None:
         """Empty ``site``'s access log (nginx appends, so it goes on at the new end)."""
         os.truncate(self.prefix / f"{site}.log", 0)
-
-    def errors(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in
-                       (self.prefix / "nginx.out", self.prefix / "error.log") if p.exists())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)   # graceful
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
 
 
 class Gunicorn:

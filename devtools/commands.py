@@ -1,7 +1,9 @@
-"""Run a command the tests, the demo or a throwaway slapd need, and fail with what it said."""
+"""Run a command the tests, the demo or a throwaway slapd need, and fail with what it said;
+stop a process; find a free port on loopback."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 
 
@@ -25,3 +27,21 @@ def stop_process(proc: subprocess.Popen, how: int = signal.SIGTERM, timeout: flo
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tcp_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT, not LISTEN
+        try:
+            sock.bind(("127.0.0.1", port))
+        except (OSError, OverflowError):
+            return False
+    return True

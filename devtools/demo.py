@@ -1,26 +1,31 @@
-"""`make demo`: a throwaway directory, the PAM service campus-mfa-demo and the enrollment
-site, in the foreground. Ctrl-C stops and removes everything it started.
+"""`make demo`: a throwaway directory, the PAM service campus-mfa-demo, the enrollment site
+and a file share behind the gate (nginx on loopback, the shipped snippet), in the
+foreground. Ctrl-C stops and removes everything it started.
 
 Not part of the installed packages: it writes /etc/pam.d/campus-mfa-demo and runs slapd.
 """
 from __future__ import annotations
 
 import argparse
+import grp
+import http.client
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 
-from . import devldap
+from . import devldap, nginx
 from .authd import AuthdProcess
 from .commands import stop_process
 from .syslog import SyslogListener
+from .toml import toml_value, toml_with
 
 ROOT = Path(__file__).resolve().parent.parent
 PAM_SERVICE = Path("/etc/pam.d/campus-mfa-demo")
@@ -36,6 +41,78 @@ def pam_service_text(config_path: str, authd_socket: str) -> str:
             "account required pam_permit.so\n")
 
 
+DEMO_SITES = """\
+server {{  # the portal (nginx-campus-mfa-enroll.conf's location, plain HTTP on loopback)
+	listen 127.0.0.1:{port};
+	location / {{
+		proxy_pass http://unix:{socket};
+		proxy_set_header Host $host;
+		proxy_set_header X-Forwarded-For $remote_addr;
+		proxy_set_header X-Forwarded-Proto $scheme;
+		proxy_redirect off;
+	}}
+}}
+server {{  # the demo share, behind the gate
+	listen 127.0.0.1:{share_port};
+	include {prefix}/campus-mfa-gate.conf;
+	location / {{
+		root {share};
+		autoindex on;
+	}}
+}}
+"""
+
+
+def gate_config(config_path: str, port: int) -> None:
+    """The demo's config with the gate on: the portal on 127.0.0.1:``port`` behind nginx."""
+    text = Path(config_path).read_text()
+    Path(config_path).write_text(toml_with(text, {"web": {
+        "trusted_proxies": "1", "portal_url": toml_value(f"http://127.0.0.1:{port}"),
+        "protected_hosts": toml_value(["127.0.0.1"])}}))
+    load_config(config_path)
+
+
+def serve(work: Path, port: int, share_port: int, config_path: str
+          ) -> tuple[subprocess.Popen, nginx.Nginx]:
+    """gunicorn on a unix socket that nginx's workers reach (as the unit makes it), and
+    nginx with the portal and the share; returns once the portal answers through nginx."""
+    work.chmod(0o711)
+    run_dir = work / "run"
+    run_dir.mkdir(mode=0o750)
+    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
+    share = work / "share"
+    share.mkdir(mode=0o755)
+    (share / "report.txt").write_text("A file of the demo share, behind the gate.\n")
+    (share / "report.txt").chmod(0o644)
+    socket = run_dir / "web.sock"
+    site = subprocess.Popen(
+        ["gunicorn", "--bind", f"unix:{socket}", "--umask", "0117", "--workers", "2",
+         "enroll_web:create_app()"], cwd=ROOT, group="www-data", extra_groups=[],
+        env={**os.environ, "CAMPUS_MFA_CONFIG": config_path})
+    prefix = work / "nginx"
+    prefix.mkdir()
+    (prefix / "campus-mfa-gate.conf").write_text(
+        nginx.gate_snippet(f"unix:{socket}", f"127.0.0.1:{port}"))
+    server = nginx.Nginx(prefix, DEMO_SITES.format(port=port, share_port=share_port,
+                                                    socket=socket, prefix=prefix,
+                                                    share=share), level="warn")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/login")
+            if conn.getresponse().status == 200:
+                return site, server
+        except OSError:
+            pass
+        if time.monotonic() > deadline or site.poll() is not None \
+                or server.proc.poll() is not None:
+            stop_process(site)
+            server.stop()
+            raise RuntimeError(f"the demo site did not come up:\n{server.errors()}")
+        time.sleep(0.2)
+
+
 def print_audit_lines(path: str) -> SyslogListener:
     """Listen where the demo config sends syslog lines and show them in the terminal."""
     return SyslogListener(path, echo=lambda line: print("  audit:", line, flush=True))
@@ -44,15 +121,19 @@ def print_audit_lines(path: str) -> SyslogListener:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="site port on 127.0.0.1")
+    parser.add_argument("--share-port", type=int, default=0,
+                        help="the demo share's port on 127.0.0.1 (default: --port + 1)")
     args = parser.parse_args()
     if PAM_SERVICE.exists():
         print(f"{PAM_SERVICE} exists: is another demo running?", file=sys.stderr)
         return 1
     work = tempfile.mkdtemp(prefix="campus-mfa-demo-")
+    share_port = args.share_port or args.port + 1
     ldap = devldap.start(os.path.join(work, "ldap"), devldap.free_port())
-    site = authd = None
+    site = authd = server = None
     listener = None
     try:
+        gate_config(ldap.config_path, args.port)
         config = load_config(ldap.config_path)
         with EnrollmentDirectory(config.ldap) as writer:
             writer.set_role(writer.find_user("alice")[0], True)
@@ -60,16 +141,14 @@ def main() -> int:
         authd = AuthdProcess(os.path.join(work, "authd.sock"),
                              echo=lambda line: print("  authd:", line, end="", flush=True))
         PAM_SERVICE.write_text(pam_service_text(ldap.config_path, authd.path))
-        site = subprocess.Popen(
-            ["gunicorn", "--bind", f"127.0.0.1:{args.port}", "--workers", "2",
-             "enroll_web:create_app()"],
-            cwd=ROOT, env={**os.environ, "CAMPUS_MFA_CONFIG": ldap.config_path})
+        site, server = serve(Path(work), args.port, share_port, ldap.config_path)
         print(f"""
 campus-mfa demo (Ctrl-C stops and removes everything)
   directory   {ldap.uri}  (config {ldap.config_path})
   campus      127.0.0.0/8 and ::1; every other source address is off campus
   users       alice / alice-pass (has the Multifactor Authentication role), bob / bob-pass
   site        http://127.0.0.1:{args.port}/  -- log in as alice, set up 2-step verification
+  share       http://127.0.0.1:{share_port}/  -- a file share behind the gate: sign in first
   authd       {authd.path}  (pid {authd.pid}: it runs the PAM service's logins)
 
 Try:
@@ -83,6 +162,8 @@ Try:
     except KeyboardInterrupt:
         pass
     finally:
+        if server is not None:
+            server.stop()
         if site is not None:
             stop_process(site)
         if authd is not None:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import ldap3
 
-from .commands import run, stop_process
+from .commands import free_port, run, stop_process, tcp_free
 from .slapd_files import (ADMIN_DN, BASE_DN, DEMO_USERS, ENROLL_DN, LDAP_DIR, PEOPLE_DN,
                           REPLICATOR_DN, ROLE_GROUP_DN, SERVICE_DN, TOKENS_DN, bootstrap_ldif,
                           bulk_ldif, tree_ldif, write, write_config)
@@ -54,6 +54,7 @@ class DevLdap:
     admin_dn: str
     admin_password: str
     base_dn: str = BASE_DN
+    debug: str = "none"      # slapd -d: what it writes to DIR/slapd.log
 
     @property
     def ldapi_uri(self) -> str:
@@ -70,16 +71,9 @@ def ldapi_uri(root: Path) -> str:
     return "ldapi://" + quote(str(root / "ldapi"), safe="")
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(dir: str, port: int, campus_networks: tuple[str, ...] = CAMPUS, tls: bool = False,
-          *, clone_of: DevLdap | None = None, bulk: tuple[int, int, int] | None = None
-          ) -> DevLdap:
+          *, clone_of: DevLdap | None = None, bulk: tuple[int, int, int] | None = None,
+          debug: str = "none") -> DevLdap:
     """Build a fresh directory in ``dir`` (which must not exist or be empty) and start slapd.
 
     With ``tls``, slapd offers StartTLS with a certificate from a throwaway CA (that of
@@ -89,7 +83,7 @@ def start(dir: str, port: int, campus_networks: tuple[str, ...] = CAMPUS, tls: b
     tree holds that many more people, group members and linked tokens (slapd_files.py;
     their secrets from DIR/bulk.secret and bulk_secret())."""
     uri = f"ldap://127.0.0.1:{port}"
-    if not _tcp_free(port):
+    if not tcp_free(port):
         raise RuntimeError(f"127.0.0.1:{port} is already in use")
     root = Path(dir).resolve()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -114,7 +108,8 @@ def start(dir: str, port: int, campus_networks: tuple[str, ...] = CAMPUS, tls: b
     _load(root, conf, clone_of, bulk)
     config_path = write_config(root, [uri], tuple(campus_networks), cert.ca if cert else None)
     return _launch(DevLdap(uri=uri, dir=str(root), pid=0, config_path=str(config_path),
-                           admin_dn=ADMIN_DN, admin_password=admin_password))
+                           admin_dn=ADMIN_DN, admin_password=admin_password,
+                           debug=debug))
 
 
 def _load(root: Path, conf: str, clone_of: DevLdap | None,
@@ -142,8 +137,8 @@ def _launch(handle: DevLdap) -> DevLdap:
     root = Path(handle.dir)
     log = root / "slapd.log"
     with open(log, "ab") as out:
-        # -d none: stay in the foreground and log only errors.
-        proc = subprocess.Popen(["slapd", "-d", "none", "-F", str(root / "slapd.d"), "-h",
+        # -d: stay in the foreground (none: log only errors).
+        proc = subprocess.Popen(["slapd", "-d", handle.debug, "-F", str(root / "slapd.d"), "-h",
                                  f"{handle.uri} {ldapi_uri(root)}"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
@@ -191,17 +186,6 @@ def _end(pid: int, how: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _tcp_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:``port``."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT, not LISTEN
-        try:
-            sock.bind(("127.0.0.1", port))
-        except (OSError, OverflowError):
-            return False
-    return True
 
 
 def _answers(host: str, port: int, uri: str) -> bool:

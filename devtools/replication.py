@@ -2,7 +2,8 @@
 the way docs/ldap-servers.md tells an admin: the first set up as usual (devldap.start) with
 the replication DN of ldap/replication/replicator.ldif, the second loaded from the first
 (slapcat, slapadd -w) with a certificate from the same CA, and ldap/replication/
-providers.ldif applied, the same file, on both. Used by tests/test_replication.py."""
+providers.ldif applied, the same file, on both (the second first). Used by
+tests/test_replication.py."""
 from __future__ import annotations
 
 import secrets
@@ -70,7 +71,7 @@ def start_pair(dir: str, campus_networks: tuple[str, ...] = devldap.CAMPUS,
     pair = Pair(Path(dir))
     try:
         first = devldap.start(str(pair.dir / "p1"), devldap.free_port(), campus_networks,
-                              tls=True)
+                              tls=True, debug="sync")
         pair.providers.append(first)
         password = secrets.token_urlsafe(18)
         conn = devldap.admin_connection(first)
@@ -82,7 +83,8 @@ def start_pair(dir: str, campus_networks: tuple[str, ...] = devldap.CAMPUS,
         finally:
             conn.unbind()
         pair.providers.append(devldap.start(str(pair.dir / "p2"), devldap.free_port(),
-                                            campus_networks, tls=True, clone_of=first))
+                                            campus_networks, tls=True, clone_of=first,
+                                            debug="sync"))
         ca = Path(first.dir) / "tls" / "ca.pem"
         text = (LDAP_DIR / "replication" / "providers.ldif").read_text(encoding="utf-8")
         for old, new in (("PROVIDER1_URI", first.uri),
@@ -91,7 +93,7 @@ def start_pair(dir: str, campus_networks: tuple[str, ...] = devldap.CAMPUS,
                          ("/etc/ldap/tls/ca.pem", str(ca))):
             assert old in text, old
             text = text.replace(old, new)
-        for provider in pair.providers:
+        for provider in reversed(pair.providers):  # the second first, as documented
             devldap.apply_ldif(provider, text)
         config = write_config(pair.dir, pair.uris, tuple(campus_networks), ca,
                               secrets_dir=Path(first.dir))
@@ -137,7 +139,13 @@ def restart(pair: Pair, n: int, how: int) -> None:
     pair.providers[n] = devldap.restart(pair.providers[n], how)
 
 
-def stop_pair(pair: Pair) -> None:
-    for provider in pair.providers:
+def stop_pair(pair: Pair, keep_logs: Path | None = None) -> None:
+    """Stop both; with ``keep_logs``, their slapd.log (replication's debug lines) is copied
+    there first as provider1-slapd.log, provider2-slapd.log."""
+    for n, provider in enumerate(pair.providers, 1):
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(provider.dir) / "slapd.log",
+                            keep_logs / f"provider{n}-slapd.log")
         devldap.stop(provider.dir)
     shutil.rmtree(pair.dir, ignore_errors=True)

@@ -52,9 +52,9 @@ SHARE = Path("/usr/share/campus-mfa")
 SITE_STATE = Path("/var/lib/campus-mfa-enroll")  # the site unit's StateDirectory=: sessions
 PROFILE = Path("/usr/share/pam-configs/campus-mfa")
 UNIT = Path("/lib/systemd/system/campus-mfa-enroll.service")
-HELPER_UNIT = Path("/lib/systemd/system/campus-mfa-authd.service")
-HELPER_LAUNCHER = Path("/usr/libexec/campus-mfa/campus-mfa-authd")
-HELPER_RUNTIME = Path("/run/campus-mfa")
+AUTHD_UNIT = Path("/lib/systemd/system/campus-mfa-authd.service")
+AUTHD_LAUNCHER = Path("/usr/libexec/campus-mfa/campus-mfa-authd")
+AUTHD_RUNTIME = Path("/run/campus-mfa")
 # What deb-systemd-helper enable makes (the unit's WantedBy=) and where it records it.
 WANTS = Path("/etc/systemd/system/multi-user.target.wants")
 DSH_STATE = Path("/var/lib/systemd/deb-systemd-helper-enabled")
@@ -168,8 +168,8 @@ def machine() -> Iterator[None]:
     """Check the machine is clean, then always purge and restore it afterwards."""
     dirty = [p for p in PACKAGES if package_status(p) != "not-installed"]
     dirty += [str(p) for p in (ETC, SHARE, SITE_STATE, PROFILE, Path("/etc/pam.d", SERVICE),
-                               Path("/etc/pam.d", SERVICE_COMMON), HELPER_RUNTIME,
-                               HELPER_LAUNCHER.parent, *systemd_leftovers())
+                               Path("/etc/pam.d", SERVICE_COMMON), AUTHD_RUNTIME,
+                               AUTHD_LAUNCHER.parent, *systemd_leftovers())
               if p.exists() or p.is_symlink()]
     dirty += [f"user/group {SYSTEM_USER}"] if any(account_exists(SYSTEM_USER)) else []
     if dirty:
@@ -191,7 +191,7 @@ def machine() -> Iterator[None]:
                                                for p in PACKAGES)
         if purged:  # what the tests wrote there (never an installed package's conffile)
             run("rm", "-rf", str(ETC), "/run/campus-mfa-enroll", str(SITE_STATE),
-                str(HELPER_RUNTIME), check=False)
+                str(AUTHD_RUNTIME), check=False)
         restored = [str(p) for p, data in saved.items() if p.read_bytes() != data]
         if restored:  # put back both the files and pam-auth-update's record of them
             for path, data in saved.items():
@@ -272,7 +272,7 @@ def test_make_deb_builds_the_three_packages_with_their_files(debs: Debs) -> None
     # Developer tools stay in the checkout.
     assert not [f for f in common | pam | enroll if "devtools" in f or "devldap" in f]
     assert {"/usr/share/campus-mfa/pam_module/pam_campus_mfa.py",
-            "/usr/share/pam-configs/campus-mfa", str(HELPER_UNIT), str(HELPER_LAUNCHER)} <= pam
+            "/usr/share/pam-configs/campus-mfa", str(AUTHD_UNIT), str(AUTHD_LAUNCHER)} <= pam
     # The authd's code is the policy package of campus-mfa-common.
     assert {"/usr/share/campus-mfa/policy/authd/server.py",
             "/usr/share/campus-mfa/policy/authd/client.py"} <= common
@@ -525,25 +525,25 @@ def installed_authd_socket() -> str:
 
 def test_authd_unit_is_installed_enabled_and_runs_at_the_modules_default_socket(
         installed: Debs) -> None:
-    run("systemd-analyze", "verify", "--man=no", str(HELPER_UNIT))
-    assert_exposure_at_most(HELPER_UNIT, 3.0)  # root, with only CAP_DAC_READ_SEARCH left
-    unit = unit_settings(HELPER_UNIT)
+    run("systemd-analyze", "verify", "--man=no", str(AUTHD_UNIT))
+    assert_exposure_at_most(AUTHD_UNIT, 3.0)  # root, with only CAP_DAC_READ_SEARCH left
+    unit = unit_settings(AUTHD_UNIT)
     argv = shlex.split(unit["ExecStart"])
-    assert argv[0] == str(HELPER_LAUNCHER) and os.access(HELPER_LAUNCHER, os.X_OK)
+    assert argv[0] == str(AUTHD_LAUNCHER) and os.access(AUTHD_LAUNCHER, os.X_OK)
     assert argv[1:] == ["--socket", installed_authd_socket()]
     assert argv[2] == f"/run/{unit['RuntimeDirectory']}/authd.sock" \
-        == str(HELPER_RUNTIME / "authd.sock")
+        == str(AUTHD_RUNTIME / "authd.sock")
     assert unit["RuntimeDirectoryMode"] == "0700"  # root only: others fail fast, work alone
     assert unit["Restart"] == "on-failure" and "User" not in unit  # root, like the module
     assert unit["WantedBy"] == "multi-user.target"
     # The nslcd way: enabled on installation. The site waits for the admin.
-    link = WANTS / HELPER_UNIT.name
-    assert link.is_symlink() and link.resolve() == HELPER_UNIT.resolve(), link
+    link = WANTS / AUTHD_UNIT.name
+    assert link.is_symlink() and link.resolve() == AUTHD_UNIT.resolve(), link
     assert not (WANTS / UNIT.name).exists() and not (WANTS / UNIT.name).is_symlink()
-    enabled = run("systemctl", "is-enabled", HELPER_UNIT.name, UNIT.name, check=False)
+    enabled = run("systemctl", "is-enabled", AUTHD_UNIT.name, UNIT.name, check=False)
     assert enabled.stdout.split() == ["enabled", "disabled"], enabled
     # No systemd here (and policy-rc.d says no): installing started nothing and did not fail.
-    assert not HELPER_RUNTIME.exists()
+    assert not AUTHD_RUNTIME.exists()
 
 
 def capability_bits(pid: int) -> int:
@@ -558,7 +558,7 @@ def test_authd_under_its_units_command_line_serves_the_installed_module_and_stop
     through the INSTALLED module with authd= that socket is the authd's work: its audit
     lines carry the authd's pid."""
     uid, _, secret = enrolled
-    unit = unit_settings(HELPER_UNIT)
+    unit = unit_settings(AUTHD_UNIT)
     argv = shlex.split(unit["ExecStart"])
     runtime = Path(tempfile.mkdtemp(prefix="campus-mfa-debtest.", dir="/run"))  # 0700
     sock_path = runtime / "authd.sock"
@@ -636,17 +636,17 @@ def test_remove_keeps_the_changed_conffile_and_purge_removes_everything(
     # libpam-campus-mfa has no conffile, but its postrm forgets the authd's enablement
     # on purge only (as for every enabled unit).
     assert [package_status(p) for p in PACKAGES] == ["config-files"] * 3
-    assert (WANTS / HELPER_UNIT.name).is_symlink()
+    assert (WANTS / AUTHD_UNIT.name).is_symlink()
     assert account_exists(SYSTEM_USER) == (True, True)  # removed on purge only
     assert "# changed by the admin" in CONFFILE.read_text()  # kept until purge
     assert not (SHARE / "pam_module" / MODULE_NAME).exists()
-    assert not HELPER_UNIT.exists() and not HELPER_LAUNCHER.parent.exists()
+    assert not AUTHD_UNIT.exists() and not AUTHD_LAUNCHER.parent.exists()
 
     run(*APT_GET, "purge", *PACKAGES, timeout=600)
     assert [package_status(p) for p in PACKAGES] == ["not-installed"] * 3
     assert module_lines() == []
     assert not PROFILE.exists() and not SHARE.exists()
-    assert not HELPER_UNIT.exists() and not UNIT.exists() and not HELPER_LAUNCHER.parent.exists()
+    assert not AUTHD_UNIT.exists() and not UNIT.exists() and not AUTHD_LAUNCHER.parent.exists()
     assert systemd_leftovers() == []  # no enablement symlink, no deb-systemd-helper state
     assert account_exists(SYSTEM_USER) == (False, False)
     # The admin's bind password files are theirs to remove; the package's files are gone.

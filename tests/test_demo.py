@@ -1,4 +1,6 @@
-"""`make demo`'s program: it comes up, the PAM service and the site work, Ctrl-C removes all."""
+"""`make demo`'s program: it comes up, the PAM service, the site and the share behind the
+gate work, Ctrl-C removes all."""
+import http.client
 import os
 import re
 import signal
@@ -6,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -22,9 +25,43 @@ def pamtester(rhost, user, answers=()):
     return run_pamtester("campus-mfa-demo", user, rhost, list(answers), timeout=60)
 
 
+def get(port, path, cookie="", body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Cookie": cookie} if cookie else {}
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    try:
+        conn.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+        reply = conn.getresponse()
+        return reply.status, reply.headers, reply.read().decode()
+    finally:
+        conn.close()
+
+
+def signs_in_to_the_share(port, share_port):
+    """The demo share sends to the portal's sign-in and back; bob is on campus (loopback),
+    so his password opens it."""
+    status, headers, _ = get(share_port, "/report.txt")
+    back = f"http://127.0.0.1:{share_port}/report.txt"
+    login = f"/login?rd={quote(back, safe='')}"
+    assert (status, headers["Location"]) == (302, f"http://127.0.0.1:{port}{login}")
+    status, headers, page = get(port, login)
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+    status, headers, _ = get(port, login, cookie, urlencode(
+        {"username": "bob", "password": "bob-pass", "csrf_token": token}))
+    assert status == 302, status
+    cookie = headers["Set-Cookie"].split(";", 1)[0]  # a new session id at sign-in
+    status, headers, _ = get(port, headers["Location"], cookie)
+    assert (status, headers["Location"]) == (302, back)
+    status, _, text = get(share_port, "/report.txt", cookie)
+    assert (status, text) == (200, "A file of the demo share, behind the gate.\n")
+
+
 def test_demo_runs_and_cleans_up_after_ctrl_c():
-    port = devldap.free_port()
-    demo = subprocess.Popen(["/usr/bin/python3", "-m", "devtools.demo", "--port", str(port)],
+    port, share_port = devldap.free_port(), devldap.free_port()
+    demo = subprocess.Popen(["/usr/bin/python3", "-m", "devtools.demo", "--port", str(port),
+                             "--share-port", str(share_port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines = []
@@ -54,6 +91,8 @@ def test_demo_runs_and_cleans_up_after_ctrl_c():
                 time.sleep(0.2)
         else:
             raise AssertionError("the demo site never answered")
+        assert f"share       http://127.0.0.1:{share_port}/" in banner
+        signs_in_to_the_share(port, share_port)
     finally:
         os.killpg(demo.pid, signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
@@ -63,6 +102,7 @@ def test_demo_runs_and_cleans_up_after_ctrl_c():
     assert not work.exists()
     # The PAM service's logins ran in the demo's campus-mfa-authd, which is gone too.
     authd_pid = int(re.search(r"authd .*\(pid (\d+):", banner).group(1))
-    audit = [line for line in (banner + rest).splitlines() if "audit:" in line]
+    audit = [line for line in (banner + rest).splitlines()
+             if "audit:" in line and "service=campus-mfa-demo" in line]
     assert audit and all(f"campus-mfa[{authd_pid}]:" in line for line in audit), audit
     assert not Path(f"/proc/{authd_pid}").exists()

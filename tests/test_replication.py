@@ -74,9 +74,9 @@ def pair(tmp_path_factory) -> Iterator[replication.Pair]:
     try:
         yield built
     finally:
-        replication.stop_pair(built)
-        report = ARTIFACTS / "replication.md"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        replication.stop_pair(built, keep_logs=ARTIFACTS / "replication")
+        report = ARTIFACTS / "replication.md"
         report.write_text("# Two providers under load (tests/test_replication.py)\n\n"
                           + "".join(f"## {name}\n\n" + "".join(f"- {key}: {value}\n"
                                                               for key, value in rows.items())

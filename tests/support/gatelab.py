@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from devtools import devldap
+from devtools import devldap, nginx
 from devtools.redis import RedisServer
 from devtools.slapd_files import BASE_DN, SERVICE_DN
 from devtools.syslog import SyslogListener
@@ -43,7 +43,6 @@ from support.sitelab import (HOST, ROOT, Site, ask, gunicorn, nginx_site, unit_g
 
 FILES = "files.example.edu"
 README = ROOT / "README.md"
-SNIPPET = ROOT / "packaging" / "debian" / "examples" / "campus-mfa-gate.conf"
 REPORT = b"%PDF-1.4\n% the report behind the gate\n" + bytes(range(256)) * 8
 PORTALS = 2
 REQUIRED_GROUP = f"cn=gate-required,ou=groups,{BASE_DN}"
@@ -104,7 +103,7 @@ def files_site(tls: weblab.Tls, snippet: Path, upstream: str, share: Path, temp:
         "\t\tdav_ext_methods PROPFIND OPTIONS;\n"
         f"\t\tclient_body_temp_path {temp};\n"
         "\t}\n\n\tlocation / {")
-    return weblab.substitute(readme_server_block(), [
+    return nginx.substitute(readme_server_block(), [
         ("ssl_certificate /etc/ssl/certs/files.example.edu.pem;",
          f"ssl_certificate {tls.cert};", 1),
         ("ssl_certificate_key /etc/ssl/private/files.example.edu.key;",
@@ -113,14 +112,6 @@ def files_site(tls: weblab.Tls, snippet: Path, upstream: str, share: Path, temp:
         ("proxy_pass http://127.0.0.1:8000;", f"proxy_pass http://unix:{upstream};", 1),
         ("\tlocation / {", share_location, 1),
     ], "README's server block")
-
-
-def gate_snippet(backend: str) -> str:
-    """The shipped snippet, asking the portal processes' ``upstream`` block."""
-    return weblab.substitute(SNIPPET.read_text(), [
-        ("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock:/auth;",
-         f"proxy_pass http://{backend}/auth;", 1),
-    ], str(SNIPPET))
 
 
 @dataclass
@@ -197,17 +188,17 @@ def deployed(net: Lab, slapd: devldap.DevLdap, redis: RedisServer) -> Iterator[G
         for path in (share, share / "reports", share / "reports" / "report.pdf"):
             os.chown(path, www.pw_uid, www.pw_gid)  # WebDAV writes as nginx's workers
         snippet = work / "campus-mfa-gate.conf"
-        snippet.write_text(gate_snippet("campus_mfa_portal"))
+        snippet.write_text(nginx.gate_snippet("campus_mfa_portal"))
         tls = make_tls(work / "tls", HOST, FILES)
         nginx_dir = work / "nginx"
         (nginx_dir / "temp" / "dav").mkdir(parents=True)
         os.chown(nginx_dir / "temp" / "dav", www.pw_uid, www.pw_gid)
         servers = "".join(f"\tserver unix:{path};\n" for path in sockets)
-        nginx = weblab.Nginx(net, nginx_dir, "\n".join((
+        server = weblab.Nginx(net, nginx_dir, "\n".join((
             f"upstream campus_mfa_portal {{\n{servers}}}",
             nginx_site("campus_mfa_portal", tls),
             files_site(tls, snippet, upstream.server_address, share,
                        nginx_dir / "temp" / "dav"))))
-        stack.callback(nginx.stop)
-        site = Site(net, tls, nginx, config, audit, hosts=(HOST, FILES))
+        stack.callback(server.stop)
+        site = Site(net, tls, server, config, audit, hosts=(HOST, FILES))
         yield Gate(site, upstream, redis, share, sockets)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devtools import nginx
 from devtools.syslog import SyslogListener
 from devtools.tls import Tls, make_tls
 from devtools.toml import toml_value, toml_with
@@ -24,15 +25,15 @@ from support import weblab
 from support.netns import SERVER, Lab, entered, work_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "packaging" / "debian" / "examples" / "nginx-campus-mfa-enroll.conf"
+EXAMPLE = nginx.PORTAL_SITE
 UNIT = ROOT / "packaging" / "debian" / "campus-mfa-enroll.service"
 HOST = "mfa.example.edu"
 
 
-def nginx_site(backend: str, tls: weblab.Tls) -> str:
+def nginx_site(backend: str, tls: Tls) -> str:
     """The shipped example site, verbatim but for the certificate paths and the backend
     (``unix:PATH``, or the name of an ``upstream`` block)."""
-    return weblab.substitute(EXAMPLE.read_text(), [
+    return nginx.substitute(EXAMPLE.read_text(), [
         ("server_name mfa.example.edu;", f"server_name {tls.host};", 2),
         ("ssl_certificate /etc/ssl/certs/mfa.example.edu.pem;",
          f"ssl_certificate {tls.cert};", 1),
@@ -47,7 +48,7 @@ def unit_gunicorn(socket_path: str) -> list[str]:
     """The unit's ExecStart, verbatim but for the socket path and where the code is."""
     line = next(line for line in UNIT.read_text().splitlines()
                 if line.startswith("ExecStart="))
-    return shlex.split(weblab.substitute(line.removeprefix("ExecStart="), [
+    return shlex.split(nginx.substitute(line.removeprefix("ExecStart="), [
         ("--bind unix:/run/campus-mfa-enroll/web.sock ", f"--bind unix:{socket_path} ", 1),
         ("--pythonpath /usr/share/campus-mfa ", f"--pythonpath {ROOT} ", 1),
     ], f"{UNIT} ExecStart"))

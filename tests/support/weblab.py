@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import http.client
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devtools.commands import run, stop_process
+from devtools import nginx
+from devtools.commands import run
 from support.netns import PREFIX, SERVER, Lab, entered
 from support.site import csrf_token
 
-NGINX = "/usr/sbin/nginx"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--disable-quic", "--no-proxy-server",
@@ -37,59 +35,12 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu",
 
 # -- nginx ----------------------------------------------------------------------------------
 
-def substitute(text: str, table: list[tuple[str, str, int]], what: str) -> str:
-    """Replace each ``old`` of the table by ``new``; ``old`` must occur exactly ``count``
-    times, so an edit of the original that a test relies on fails the test loudly instead
-    of slipping past it."""
-    for old, new, count in table:
-        found = text.count(old)
-        assert found == count, f"{what}: expected {old!r} {count} time(s), found {found}"
-        text = text.replace(old, new)
-    return text
-
-
-NGINX_MAIN = """\
-# Written by tests/support/weblab.py: a private nginx, run in the foreground by the test.
-daemon off;
-master_process on;
-user www-data www-data;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-include /etc/nginx/modules-enabled/*.conf;
-events {{ worker_connections 128; }}
-http {{
-	include /etc/nginx/mime.types;
-	default_type application/octet-stream;
-	log_format lab '$remote_addr "$request" $status upstream=$upstream_addr';
-	access_log {prefix}/access.log lab;
-	client_body_temp_path {prefix}/temp/body;
-	proxy_temp_path {prefix}/temp/proxy;
-	fastcgi_temp_path {prefix}/temp/fastcgi;
-	uwsgi_temp_path {prefix}/temp/uwsgi;
-	scgi_temp_path {prefix}/temp/scgi;
-	include {prefix}/site.conf;
-}}
-"""
-
-
-class Nginx:
-    """Debian's nginx, foreground, in the lab's server namespace, with its own prefix,
-    pid, logs and temp paths; the workers run as www-data as they do on Debian."""
+class Nginx(nginx.Nginx):
+    """devtools/nginx.py's nginx in the lab's server namespace; ready once it listens."""
 
     def __init__(self, lab: Lab, prefix: Path, site: str) -> None:
         self.lab = lab
-        self.prefix = prefix
-        (prefix / "temp").mkdir(parents=True, exist_ok=True)
-        # Debian's modules-enabled files name modules relative to the prefix.
-        (prefix / "modules").symlink_to("/usr/lib/nginx/modules")
-        (prefix / "site.conf").write_text(site)
-        (prefix / "nginx.conf").write_text(NGINX_MAIN.format(prefix=prefix))
-        self.log = open(prefix / "nginx.out", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.server, NGINX, "-p", f"{prefix}/",
-             "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf")],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(prefix, site, argv_prefix=("ip", "netns", "exec", lab.server))
         try:
             self._wait_listening()
         except BaseException:
@@ -108,16 +59,6 @@ class Nginx:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"nginx did not start:\n{self.errors()}")
             time.sleep(0.05)
-
-    def errors(self) -> str:
-        out = [p.read_text(errors="replace") for p in (self.prefix / "nginx.out",
-                                                         self.prefix / "error.log")
-               if p.exists()]
-        return "\n".join(out)[-4000:]
-
-    def stop(self) -> None:
-        stop_process(self.proc, signal.SIGQUIT, 15)  # graceful: finishes open requests
-        self.log.close()
 
 
 # -- clients --------------------------------------------------------------------------------
