@@ -51,13 +51,7 @@ SITE = """\
 	server {{  # the portal, for signing in (the shipped site's location, plain HTTP)
 		listen 127.0.0.1:{portal};
 		access_log {prefix}/portal.log status;
-		location / {{
-			proxy_pass http://unix:{portal_socket};
-			proxy_set_header Host $host;
-			proxy_set_header X-Forwarded-For $remote_addr;
-			proxy_set_header X-Forwarded-Proto $scheme;
-			proxy_redirect off;
-		}}
+{portal_location}
 	}}
 """
 
@@ -80,8 +74,10 @@ class Nginx(nginx.Nginx):
             nginx.gate_snippet(f"unix:{portal_socket}", "127.0.0.1"))
         (prefix / "gate-bare.conf").write_text(
             nginx.gate_snippet(f"unix:{bare_socket}", "127.0.0.1"))
+        location = nginx.portal_location(f"unix:{portal_socket}").replace("\n\t", "\n\t\t")
         super().__init__(prefix, SITE.format(prefix=prefix, html=html,
-                                             portal_socket=portal_socket, **vars(ports)),
+                                             portal_location="\t" + location.rstrip("\n"),
+                                             **vars(ports)),
                          workers="auto", connections=1024, level="warn")
 
     def statuses(self, site: str) -> dict[int, int]:

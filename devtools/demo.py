@@ -44,14 +44,7 @@ def pam_service_text(config_path: str, authd_socket: str) -> str:
 DEMO_SITES = """\
 server {{  # the portal (nginx-campus-mfa-enroll.conf's location, plain HTTP on loopback)
 	listen 127.0.0.1:{port};
-	location / {{
-		proxy_pass http://unix:{socket};
-		proxy_set_header Host $host;
-		proxy_set_header X-Forwarded-For $remote_addr;
-		proxy_set_header X-Forwarded-Proto $scheme;
-		proxy_redirect off;
-	}}
-}}
+{location}}}
 server {{  # the demo share, behind the gate
 	listen 127.0.0.1:{share_port};
 	include {prefix}/campus-mfa-gate.conf;
@@ -93,9 +86,9 @@ def serve(work: Path, port: int, share_port: int, config_path: str
     prefix.mkdir()
     (prefix / "campus-mfa-gate.conf").write_text(
         nginx.gate_snippet(f"unix:{socket}", f"127.0.0.1:{port}"))
-    server = nginx.Nginx(prefix, DEMO_SITES.format(port=port, share_port=share_port,
-                                                    socket=socket, prefix=prefix,
-                                                    share=share), level="warn")
+    server = nginx.Nginx(prefix, DEMO_SITES.format(
+        port=port, share_port=share_port, prefix=prefix, share=share,
+        location=nginx.portal_location(f"unix:{socket}")), level="warn")
     deadline = time.monotonic() + 30
     while True:
         try:

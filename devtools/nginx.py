@@ -55,6 +55,16 @@ def substitute(text: str, table: list[tuple[str, str, int]], what: str) -> str:
     return text
 
 
+def portal_location(backend: str) -> str:
+    """The shipped portal site's ``location /`` block, passing requests to ``backend``
+    (``unix:PATH``), for a plain-HTTP server on loopback (the demo, the bench)."""
+    text = PORTAL_SITE.read_text()
+    start = text.index("\tlocation / {")
+    block = text[start:text.index("\t}\n", start) + 3]
+    return substitute(block, [("proxy_pass http://unix:/run/campus-mfa-enroll/web.sock;",
+                               f"proxy_pass http://{backend};", 1)], str(PORTAL_SITE))
+
+
 def gate_snippet(backend: str, host: str | None = None) -> str:
     """The shipped snippet asking ``backend`` (``unix:PATH``, or an ``upstream`` block's
     name) for /auth, with Host ``host`` (default: as shipped, mfa.example.edu)."""

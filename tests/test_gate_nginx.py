@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import ldap3
@@ -109,17 +111,24 @@ def until_refused(files: weblab.Client, who: Person) -> float:
 
 # -- 1, 3: off campus with a token, in a browser, to a file and back ------------------------
 
+@contextmanager
+def at_sign_in(gate: Gate, where: str, wanted: str) -> Iterator[tuple[Any, weblab.Screens]]:
+    """A browser in ``where`` that asked for ``wanted`` and was sent to the sign-in."""
+    with gate.site.browser(where) as browser:
+        screens = weblab.Screens(browser, ARTIFACTS, f"gate-{where}-")
+        browser.get(wanted)
+        assert browser.current_url.startswith(f"{PORTAL}/login?rd=")
+        assert screens.heading() == "Log in with your CIS account"
+        screens.shot("1-log-in")
+        yield browser, screens
+
+
 def test_off_campus_the_password_and_the_code_lead_back_to_the_share(gate, person):
     from selenium.webdriver.common.by import By
 
     who = person()
     wanted = gate.url("/share/reports/")
-    with gate.site.browser("off") as browser:
-        screens = weblab.Screens(browser, ARTIFACTS, "gate-off-campus-")
-        browser.get(wanted)
-        assert browser.current_url.startswith(f"{PORTAL}/login?rd=")
-        assert screens.heading() == "Log in with your CIS account"
-        screens.shot("1-log-in")
+    with at_sign_in(gate, "off", wanted) as (browser, screens):
         screens.log_in(who.uid, who.password)
         assert screens.heading() == "Enter Verification Code"
         screens.shot("2-verification-code")
@@ -160,14 +169,11 @@ def test_off_campus_the_password_and_the_code_lead_back_to_the_share(gate, perso
 def test_on_campus_the_password_is_enough(gate, person):
     who = person()
     wanted = gate.url("/app/hello")
-    with gate.site.browser("campus") as browser:
-        screens = weblab.Screens(browser, ARTIFACTS, "gate-campus-")
-        browser.get(wanted)
-        assert screens.heading() == "Log in with your CIS account"
+    with at_sign_in(gate, "campus", wanted) as (browser, screens):
         screens.log_in(who.uid, who.password)
         assert browser.current_url == wanted
         assert f"Remote-User: {who.uid}" in browser.page_source
-        screens.shot("1-the-application")
+        screens.shot("2-the-application")
 
 
 # -- 4: off campus without a token -----------------------------------------------------------

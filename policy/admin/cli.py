@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..config import DEFAULT_PATH, Config, load_config
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..directory.service import ServiceDirectory
+    from ..rules.state import UserState
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONFIG, EXIT_DIRECTORY = 0, 1, 2, 3, 4
 
@@ -137,22 +141,27 @@ def _set_role(config: Config, user: str, member: bool) -> int:
     return EXIT_OK
 
 
+def _with_token(directory: ServiceDirectory, user: str, refusal: str) -> UserState:
+    """``user``'s state, which has a linked token; Refused(``refusal``) if it has none."""
+    state = directory.read_state(user)
+    if state.token is None:
+        raise Refused(f"{user}: {refusal}")
+    return state
+
+
 def cmd_reset(config: Config, args: argparse.Namespace) -> int:
     with _directory(config, write=True) as directory:
-        state = directory.read_state(args.user)
-        if state.token is None:
-            raise Refused(f"{args.user}: 2-step verification is already Off")
-        directory.unlink_token(state)
+        directory.unlink_token(_with_token(directory, args.user,
+                                           "2-step verification is already Off"))
     print(f"{args.user}: token removed, 2-step verification Off")
     return EXIT_OK
 
 
 def cmd_unlock(config: Config, args: argparse.Namespace) -> int:
     with _directory(config, write=True) as directory:
-        state = directory.read_state(args.user)
-        if state.token is None:
-            raise Refused(f"{args.user}: 2-step verification is Off; nothing to unlock")
-        directory.reset_failures(state.token.dn)
+        state = _with_token(directory, args.user,
+                            "2-step verification is Off; nothing to unlock")
+        directory.reset_failures(state.token.dn)  # type: ignore[union-attr]
     print(f"{args.user}: unlocked")
     return EXIT_OK
 
