@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from flask import Flask, Response, current_app, render_template
+from flask import Flask, Response, current_app, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -104,6 +104,8 @@ def cookie_name(web: WebConfig) -> str:
 
 
 def _add_security_headers(response: Response) -> Response:
+    if request.endpoint == "gate.auth":
+        return response  # an answer to nginx's auth_request: no browser ever sees it
     for name, value in current_app.config["CAMPUS_MFA_HEADERS"].items():
         response.headers[name] = value
     return response

@@ -33,6 +33,13 @@ def code_limit() -> str:
 
 limiter = Limiter(key_func=client_address)
 
+
+@limiter.request_filter
+def _the_gate() -> bool:
+    """nginx asks /auth before every request to a protected site: it carries no attempt and
+    no limit applies to it, so the limiter does not even look (a fifth of its cost)."""
+    return request.endpoint == "gate.auth"
+
 # Decorators for the views: only POSTs (an attempt) count, never looking at the form.
 limit_login = limiter.limit(login_limit, methods=["POST"])
 limit_code_by_address = limiter.limit(code_limit, methods=["POST"])

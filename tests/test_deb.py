@@ -281,7 +281,8 @@ def test_make_deb_builds_the_three_packages_with_their_files(debs: Debs) -> None
             "/usr/share/campus-mfa/enroll_web/templates/login.html",
             "/usr/share/campus-mfa/enroll_web/static/site.css",
             "/lib/systemd/system/campus-mfa-enroll.service",
-            "/usr/share/doc/campus-mfa-enroll/examples/nginx-campus-mfa-enroll.conf"} <= enroll
+            "/usr/share/doc/campus-mfa-enroll/examples/nginx-campus-mfa-enroll.conf",
+            "/usr/share/doc/campus-mfa-enroll/examples/campus-mfa-gate.conf"} <= enroll
     # Nothing lands in dist-packages, and no ldap.secret or web.secret is shipped.
     for files in (common, pam, enroll):
         assert not [f for f in files if "dist-packages" in f or f.endswith(".secret")]
@@ -482,6 +483,14 @@ def test_site_runs_under_its_units_command_line_and_serves_the_login_page(
             conn.close()
         assert response.status == 200, (response.status, body[:500], _log_tail(log))
         assert "Log in with your CIS account" in body and 'name="password"' in body
+        conn = UnixHTTPConnection(str(sock_path))
+        try:  # the gate's answer to nginx for a request without a session
+            conn.request("GET", "/auth", headers={"X-Original-URL": "https://f.example/"})
+            gate = conn.getresponse()
+            gate.read()
+        finally:
+            conn.close()
+        assert gate.status == 401 and "/login" in gate.getheader("Location", "")
         # The form's CSRF token made a session: a 0600 file of the site's user (beside
         # cachelib's count file) in the default web.session_dir, in the StateDirectory.
         files = list((state / "sessions").iterdir())

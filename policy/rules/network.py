@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -66,7 +67,13 @@ def campus_network_of(source: Source, campus_networks: tuple[str, ...]) -> str |
     if source.address is None:
         return None
     for text in campus_networks:
-        network = ipaddress.ip_network(text)
+        network = _network(text)
         if source.address.version == network.version and source.address in network:
             return text
     return None
+
+
+@lru_cache(maxsize=1024)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A configured campus network, parsed once per process (the site asks per request)."""
+    return ipaddress.ip_network(text)
