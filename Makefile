@@ -13,7 +13,7 @@ DEMO_DEBS := $(RUNTIME_DEBS) slapd ldap-utils pamtester oathtool nginx
 # sudo and libutempter0: su and sudo inside the e2e sessions, and a user's own utmp record.
 TEST_DEBS := $(DEMO_DEBS) python3-pytest chromium chromium-driver python3-selenium zbar-tools \
 	openssh-server openssh-client python3-pexpect iproute2 openssl libnss3-tools \
-	sudo libutempter0 redis-server python3-redis libnginx-mod-http-dav-ext
+	sudo libutempter0 redis-server python3-redis libnginx-mod-http-dav-ext curl
 
 DEMO_PORT ?= 8080
 

@@ -1,9 +1,9 @@
 """The gate as deployed (support/gatelab.py): Debian's nginx with TLS runs the shipped snippet
 in front of a file share (autoindex, WebDAV) and a small application, the README's server
 block as written; two portal processes share sessions and limits through redis; chromium
-and http.client sign in from the campus and the off-campus namespace (issue 13's scenarios
-1-6, the forgeries, broken cookies, the hostile ``rd`` table, the directory down; issue 14's
-two processes). Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
+and http.client sign in from the campus and the off-campus namespace, and curl checks the
+redirect and the forged headers (issue 13's scenarios 1-6, the forgeries, broken cookies,
+the hostile ``rd`` table, the directory down; issue 14's two processes). Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
 A code used over ssh and then at the gate: tests/test_ssh_e2e.py (test 9)."""
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from devtools.oathtool import oathtool
 from policy.messages import MISMATCH_MESSAGE, SERVICE_UNAVAILABLE, SET_UP_MESSAGE
 from policy.rules.totp import TotpParams, to_base32
 from support import weblab
-from support.gatelab import CODE_LIMIT, RECHECK_SECONDS, REPORT, REQUIRED_GROUP, Gate
+from support.gatelab import CODE_LIMIT, FILES, RECHECK_SECONDS, REPORT, REQUIRED_GROUP, Gate
 from support.netns import SERVER
 from support.site import csrf_token
 from support.sitelab import HOST
@@ -284,6 +284,42 @@ def test_a_forged_x_forwarded_for_does_not_make_a_client_on_campus(gate, person)
                                   headers={"X-Forwarded-For": campus_address})
     assert step.status == 302 and step.location.startswith("/verify?"), step
     assert not passes(fresh_files, other, **{"X-Forwarded-For": campus_address})
+
+
+def curl(gate: Gate, where: str, page: str, *headers: str) -> tuple[int, str, str]:
+    """curl, an independent client, in the ``where`` namespace asks the protected site for
+    ``page`` (the lab's CA, the site's name pinned to the server's address there): the status,
+    where a redirect points, and the body."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", gate.site.lab.clients[where], "curl", "--silent",
+         "--show-error", "--max-time", "10", "--cacert", str(gate.site.tls.ca),
+         "--resolve", f"{FILES}:443:{SERVER[where, 'v4']}",
+         "--write-out", "\n%{http_code} %{redirect_url}",
+         *[arg for header in headers for arg in ("--header", header)], gate.url(page)],
+        capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body, _, last = out.stdout.rpartition("\n")
+    status, _, location = last.partition(" ")
+    return int(status), location, body
+
+
+def test_curl_sees_the_redirect_and_its_forged_headers_change_nothing(gate, person):
+    forged = ("Remote-User: root", "X-Forwarded-For: 192.0.2.2")
+    seen = len(gate.upstream.seen)
+    status, location, _ = curl(gate, "off", "/app/report.pdf", *forged)
+    assert (status, location) == (
+        302, f"{PORTAL}/login?rd={quote(gate.url('/app/report.pdf'), safe='')}")
+    assert len(gate.upstream.seen) == seen
+    who = person()
+    portal, _ = sign_in(gate, "campus", who)  # the password only
+    cookie = "Cookie: " + "=".join(session_cookie(portal))
+    # On campus the session passes, and the application hears the gate, not the client.
+    assert curl(gate, "campus", "/app/", cookie, *forged)[::2] == (
+        200, f"Remote-User: {who.uid}\n")
+    assert gate.upstream.seen[-1]["Remote-User"] == who.uid
+    # Off campus the forged campus address does not spare it the code.
+    status, location, _ = curl(gate, "off", "/app/", cookie, *forged)
+    assert status == 302 and location.startswith(f"{PORTAL}/login?rd="), location
 
 
 def session_cookie(client: weblab.Client) -> tuple[str, str]:
