@@ -14,8 +14,6 @@ X-Forwarded-For hop, as for every page of the portal.
 """
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, request, session, url_for
 
 from policy.errors import DirectoryError, UserNotFound
@@ -38,8 +36,8 @@ def auth() -> Response:
 
 def _passes(user: str) -> bool:
     """Whether this session may pass from the client's address now."""
-    if time.time() - session.get(grants.SIGNED_IN, 0) > config().web.session_max_age:
-        grants.end("signed in longer ago than web.session_max_age")
+    if grants.past_max_age():  # every request: the recheck below is not due on each
+        grants.end(grants.PAST_MAX_AGE)
         return False
     if grants.due_for_a_check():
         try:

@@ -26,6 +26,7 @@ GRANTED = "granted_under"   # {"token": DN or "", "role": bool, "off_campus": ou
 SIGNED_IN = "signed_in"     #  "checked": when}; SIGNED_IN: Unix time of the sign-in
 VERIFIED = "verified_token"  # the DN of the token this session entered a code of
 OFF_CAMPUS = Source("", via="any address off campus")
+PAST_MAX_AGE = "signed in longer ago than web.session_max_age"
 
 
 def record(state: UserState, *, at_sign_in: bool = False) -> None:
@@ -57,14 +58,19 @@ def why_it_ends(state: UserState | None) -> str | None:
         return "no directory entry for the user any more"
     if not isinstance(granted, dict):
         return "no record of the state it was granted under"
-    if time.time() - session.get(SIGNED_IN, 0) > config().web.session_max_age:
-        return "signed in longer ago than web.session_max_age"
+    if past_max_age():
+        return PAST_MAX_AGE
     if granted.get("token") != (state.token.dn if state.token else ""):
         return "2-step verification changed since sign-in"
     if granted.get("role") and not has_role(state):
         return "role revoked since sign-in"
     record(state)  # a role granted meanwhile, or just a fresh look
     return None
+
+
+def past_max_age() -> bool:
+    """Whether the session was signed in longer ago than web.session_max_age."""
+    return time.time() - session.get(SIGNED_IN, 0) > config().web.session_max_age
 
 
 def end(reason: str) -> None:
