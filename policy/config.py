@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 DEFAULT_PATH = DEFAULT_CONFIG
 
 
-
 @dataclass(frozen=True)
 class LdapConfig:
     uris: tuple[str, ...]
