@@ -10,7 +10,7 @@ import ipaddress
 from urllib.parse import urlsplit, urlunsplit
 
 from policy.config import WebConfig
-from policy.config_rules import is_host_name, portal_host, within
+from policy.config_rules import is_host_name, portal_host
 
 MAX_URL = 2048
 
@@ -30,7 +30,7 @@ def safe_destination(rd: str | None, web: WebConfig) -> str | None:
     except ValueError:
         return None
     host = parts.hostname or ""
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    if "@" in parts.netloc:  # a user name or password, or a host hidden behind one
         return None
     if parts.scheme == "https":
         if port not in (None, 443):
@@ -52,13 +52,8 @@ def _allowed(host: str, web: WebConfig) -> bool:
         return False
     if web.portal_url and host == portal_host(web.portal_url):
         return True
-    for entry in web.protected_hosts:
-        if entry.startswith("."):
-            if within(host, entry[1:]) and host != entry[1:]:
-                return True
-        elif host == entry:
-            return True
-    return False
+    return any(host.endswith(entry) if entry.startswith(".") else host == entry
+               for entry in web.protected_hosts)
 
 
 def _loopback(host: str) -> bool:

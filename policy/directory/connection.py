@@ -48,8 +48,11 @@ class Connection:
             self._conn = self._loan = None
 
     def _discard(self) -> None:
-        """The connection is dead: unbind it and forget it (never back to the pool)."""
+        """The connection is dead: its server is tried last for a while (pool.py), and the
+        connection is unbound and forgotten (never back to the pool)."""
         if self._conn is not None:
+            if self.pool is not None:
+                self.pool.failed(self._conn.server.name)
             unbind(self._conn)
         self._conn = self._loan = None
 
@@ -132,8 +135,6 @@ class Connection:
         conn = self.conn
         if write and self._unproven and self._loan is not None and \
                 time.monotonic() - self._loan.used >= VALIDATE_AFTER and not alive(conn):
-            if self.pool is not None:
-                self.pool.failed(conn.server.name)
             self._discard()
             self._get(fresh=True)
             conn = self.conn
@@ -142,8 +143,6 @@ class Connection:
         except (lexc.LDAPCommunicationError, lexc.LDAPSessionTerminatedByServerError,
                 lexc.LDAPResponseTimeoutError) as err:
             retry = self._unproven and not write
-            if self.pool is not None:
-                self.pool.failed(conn.server.name)
             self._discard()
             if retry:  # a stale borrowed connection: the read once more on a fresh one
                 self._get(fresh=True)
