@@ -90,7 +90,7 @@ e2e: deps-test
 # What the benchmark adds: the peers it is compared with, a load tool, the chart, and the
 # nginx in front of the web gate.
 BENCH_DEBS := $(DEMO_DEBS) libpam-google-authenticator libpam-oath wrk python3-matplotlib \
-	python3-requests python3-ldap nginx
+	python3-requests python3-ldap
 
 deps-bench:
 	apt-get update -q >/dev/null || true

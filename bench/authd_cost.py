@@ -23,7 +23,6 @@ from typing import Callable, Iterator
 import ldap3
 
 from devtools.authd import AuthdProcess
-from devtools.codes import code_now
 from policy.directory.pool import VALIDATE_AFTER, ConnectionPool
 from policy.login import login
 
@@ -64,8 +63,7 @@ def authd_batches(fx: Fixture, user: User, authd: AuthdProcess) -> list[Batch]:
         return ""
 
     def off_campus() -> str:
-        fx.reset(user)
-        return code_now(user.secret) + "\n"
+        return fx.fresh_code(user) + "\n"
 
     out = []
     for name, rhost, answer, count, pause in (
@@ -108,8 +106,7 @@ def in_process(fx: Fixture, user: User) -> InProcess:
     counts = dict.fromkeys(LDAP_METHODS, 0)
 
     def one() -> float:
-        fx.reset(user)      # the admin's modify: not counted, not timed
-        code = code_now(user.secret)
+        code = fx.fresh_code(user)  # the admin's modify: not counted, not timed
         with counting(counts, on=measuring):
             began = time.thread_time()
             outcome = login(fx.config, user.uid, OFF, "bench", Scripted(code),

@@ -7,11 +7,15 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from devtools import devldap
 from policy.directory.enrollment import EnrollmentDirectory
 
 from .fixture import ROOT, Fixture
+
+if TYPE_CHECKING:
+    import requests
 
 WRK = ("-t2", "-c8", "-d5s", "--latency")
 CSRF = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
@@ -52,11 +56,8 @@ def site(fx: Fixture) -> list[Page]:
             directory.set_role(directory.find_user("alice")[0], True)
         http = requests.Session()
 
-        def post(path: str, data: dict[str, str]) -> None:
-            token = CSRF.search(http.get(base + path).text)[1]
-            http.post(base + path, data={**data, "csrf_token": token}).raise_for_status()
-        post("/login", {"username": "alice", "password": "alice-pass"})
-        post("/mfa/setup", {"current_code": ""})
+        post_form(http, base + "/login", {"username": "alice", "password": "alice-pass"})
+        post_form(http, base + "/mfa/setup", {"current_code": ""})
         if "<svg" not in http.get(base + "/mfa/token").text:
             raise RuntimeError("no QR code on /mfa/token after setup")
         cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
@@ -66,6 +67,14 @@ def site(fx: Fixture) -> list[Page]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def post_form(http: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
+    """Post a form of the site with the CSRF token its page carries."""
+    token = CSRF.search(http.get(url, timeout=10).text)[1]
+    done = http.post(url, data={**data, "csrf_token": token}, timeout=10)
+    done.raise_for_status()
+    return done
 
 
 def wrk(name: str, url: str, cookie: str, options: tuple[str, ...] = WRK) -> Page:

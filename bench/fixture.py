@@ -19,6 +19,7 @@ from pathlib import Path
 import ldap3
 
 from devtools import devldap
+from devtools.codes import code_now
 from devtools.syslog import SyslogListener
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
@@ -73,6 +74,11 @@ class Fixture:
             "oathTOTPLastTimeStep": [(ldap3.MODIFY_REPLACE, ["0"])],
             "oathFailureCount": [(ldap3.MODIFY_REPLACE, ["0"])],
             "oathLastFailure": [(ldap3.MODIFY_REPLACE, [])]})
+
+    def fresh_code(self, user: User) -> str:
+        """A code the next login accepts: the token reset first (outside the timing)."""
+        self.reset(user)
+        return code_now(user.secret)
 
     def add_service(self, name: str, line: str) -> str:
         """/etc/pam.d/campus-mfa-bench-NAME with one auth line; its service name."""

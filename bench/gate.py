@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools import devldap
-from devtools.toml import toml_with
+from devtools.toml import toml_value, toml_with
 from policy.config import load_config
 
-from .enrollment_site import CSRF, Page, wrk
+from .enrollment_site import Page, post_form, wrk
 from .fixture import Fixture, User
 from .gate_profile import AppCost, app_cost
 from .gate_stack import SMALL_BODY, SMALL_FILE, Gunicorn, Nginx, Ports, get, socket_dir, \
@@ -56,7 +56,6 @@ class Gate:
     runs: list[GateRun]
     checks: list[str]
     recheck_seconds: int
-    ports: Ports
     order: list[list[str]] = field(default_factory=list)
     app: AppCost | None = None
 
@@ -105,9 +104,9 @@ def gate(fx: Fixture, user: User) -> Gate:
     config = fx.work / "gate.toml"
     config.write_text(toml_with(Path(fx.config_path).read_text(), {"web": {
         "trusted_proxies": "1", "cookie_secure": "false",
-        "portal_url": f'"http://127.0.0.1:{ports.portal}"',
-        "protected_hosts": '["127.0.0.1"]',
-        "session_dir": f'"{fx.work / "gate-sessions"}"'}}))
+        "portal_url": toml_value(f"http://127.0.0.1:{ports.portal}"),
+        "protected_hosts": toml_value(["127.0.0.1"]),
+        "session_dir": toml_value(str(fx.work / "gate-sessions"))}}))
     recheck = load_config(str(config)).web.recheck_seconds
     procs: list[Gunicorn | Nginx] = []
     try:
@@ -129,7 +128,7 @@ def gate(fx: Fixture, user: User) -> Gate:
             raise RuntimeError(f"{err}:\n{said}") from None
         cookie = sign_in(ports, user)
         checks = check_gate(ports, cookie)
-        result = Gate([], checks, recheck, ports)
+        result = Gate([], checks, recheck)
         apps = {"gated": portal.pid, "bare": bare.pid}
         rng = random.Random(13)
         for _ in range(GATE_ROUNDS):
@@ -188,10 +187,8 @@ def sign_in(ports: Ports, user: User) -> str:
     http = requests.Session()
     http.trust_env = False          # no proxy from the environment
     portal = f"http://127.0.0.1:{ports.portal}"
-    token = CSRF.search(http.get(portal + "/login", timeout=10).text)[1]
-    done = http.post(portal + "/login", timeout=10, data={
-        "username": user.uid, "password": user.uid + "-pass", "csrf_token": token})
-    done.raise_for_status()
+    done = post_form(http, portal + "/login",
+                     {"username": user.uid, "password": user.uid + "-pass"})
     value = http.cookies.get(COOKIE)
     if not value or "/login" in done.url:
         raise RuntimeError(f"signing in as {user.uid} failed (ended at {done.url})")

@@ -7,14 +7,11 @@ from pathlib import Path
 
 from .gate import GATE_ROUNDS, GATE_WRK, SITES, Gate
 from .gate_stack import GUNICORN_FLAGS, SMALL_BODY
+from .report_sections import verdict
 
 RATIO_TARGET = 0.5
 P99_TARGET_MS = 10.0
 SLAPD_TARGET_MS = 1.0        # slapd's CPU per 1,000 gated requests: none of it theirs
-
-
-def verdict(met: bool) -> str:
-    return "**met**" if met else "**not met**"
 
 
 def no_ldap(g: Gate) -> tuple[bool, str]:

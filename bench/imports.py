@@ -7,8 +7,6 @@ import re
 import statistics
 import subprocess
 
-from devtools.codes import code_now
-
 from .fixture import OFF, PY, ROOT, Fixture, User
 
 IMPORT_RUNS = 7
@@ -25,9 +23,8 @@ def import_times(fx: Fixture, user: User, rhost: str,
     via = ["--authd", authd] if authd else []
     totals, per_module = [], {}
     for _ in range(IMPORT_RUNS):
-        fx.reset(user)
         done = subprocess.run([PY, "-I", "-X", "importtime", LOGIN_ONCE, *via,
-                               fx.config_path, user.uid, rhost, code_now(user.secret)],
+                               fx.config_path, user.uid, rhost, fx.fresh_code(user)],
                               capture_output=True, text=True, check=False, timeout=60)
         if done.returncode != 0:
             raise RuntimeError(f"login_once failed:\n{done.stderr[-2000:]}")
@@ -49,9 +46,8 @@ def import_times(fx: Fixture, user: User, rhost: str,
 
 def profile(fx: Fixture, user: User) -> str:
     """cProfile of one in-process off-campus login, the top of it, paths shortened."""
-    fx.reset(user)
     done = subprocess.run([PY, "-I", LOGIN_ONCE, "--profile", fx.config_path, user.uid, OFF,
-                           code_now(user.secret)],
+                           fx.fresh_code(user)],
                           capture_output=True, text=True, check=True, timeout=60)
     text = done.stdout.strip().splitlines()
     start = next(i for i, line in enumerate(text) if "function calls" in line)

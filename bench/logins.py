@@ -82,8 +82,7 @@ def variants(fx: Fixture, user: User, authd: AuthdProcess) -> list[Variant]:
         return code_now(fx.peer_secret) + "\n"
 
     def off_campus() -> str:
-        fx.reset(user)
-        return code_now(user.secret) + "\n"
+        return fx.fresh_code(user) + "\n"
 
     return [
         Variant("pam_permit (floor)", permit, user.uid, OFF, nothing),

@@ -49,10 +49,6 @@ class Results:
     busy: str
 
 
-def verdict(met: bool) -> str:
-    return "**met**" if met else "**not met**"
-
-
 def summary(r: Results) -> list[str]:
     """The table of targets from the issue, what was measured, and whether it is met."""
     by_name, floor = r.whole.by_name(), r.whole.floor_ms()
@@ -75,23 +71,23 @@ def summary(r: Results) -> list[str]:
         "# campus-mfa benchmark\n",
         "| target (issue) | measured | |", "|---|---|---|",
         f"| campus path <= 1.2x the empty pam_python module | **{h_campus:.2f}x** via the "
-        f"authd (in-process, authd=off: {ratio(IN_CAMPUS):.2f}x) | {verdict(h_campus <= 1.2)} |",
+        f"authd (in-process, authd=off: {ratio(IN_CAMPUS):.2f}x) | {sections.verdict(h_campus <= 1.2)} |",
         f"| off-campus path, correct code (LDAP read, verify, CAS write) <= 2x | "
         f"**{h_off:.2f}x** via the authd (in-process, authd=off: {ratio(IN_OFF):.2f}x) | "
-        f"{verdict(h_off <= 2.0)} |",
+        f"{sections.verdict(h_off <= 2.0)} |",
         f"| every verdict right at N = {n_top} parallel logins | via the authd "
         f"{right(top['via authd'])}; in-process {right(top['in-process'])} | "
-        f"{verdict(all(lv.all_right() for lv in top.values()))} |",
+        f"{sections.verdict(all(lv.all_right() for lv in top.values()))} |",
         f"| >= 2,000 warm verifications/s, one process, one reused connection | "
         f"**{verify_rate:,.0f}/s** with ldap3 ({1000 / pv_ms:,.0f}/s interleaved with the "
         f"per-operation costs, where 2 modifies + HMAC give a ceiling of "
         f"{ceil.serial('ldap3'):,.0f}/s with ldap3 and {ceil.serial('python-ldap'):,.0f}/s "
-        f"with python-ldap; section 4) | {verdict(verify_rate >= 2000)} |",
+        f"with python-ldap; section 4) | {sections.verdict(verify_rate >= 2000)} |",
         f"| the authd's CPU per off-campus login <= {TARGET_MS:.0f} ms (issue 14) | "
         f"**{back.per_login_ms():.2f} ms** over {back.logins} logins back to back, "
         f"{spaced.per_login_ms():.2f} ms over {spaced.logins} spaced out; a campus login "
         f"{campus.per_login_ms():.2f} ms (section 1) | "
-        f"{verdict(max(back.per_login_ms(), spaced.per_login_ms()) <= TARGET_MS)} |",
+        f"{sections.verdict(max(back.per_login_ms(), spaced.per_login_ms()) <= TARGET_MS)} |",
         *gate_report.summary_rows(r.gate), "",
         f"Not in the via-authd ratios: the authd's own CPU above, and its memory, "
         f"{sections.mb(r.authd_end['VmHWM'])} MB peak RSS resident "

@@ -14,6 +14,10 @@ from .warm import LDAP_BLOCKS, LDAP_OPS, WARM_HMAC, WARM_READ_VERIFY, WARM_VERIF
     Ceilings, OpCost, Warm
 
 
+def verdict(met: bool) -> str:
+    return "**met**" if met else "**not met**"
+
+
 def mb(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 import ldap3
 
+from policy.directory.entries import TOKEN_ATTRS, gentime
 from policy.directory.service import ServiceDirectory
 from policy.rules.totp import code_at_step, matching_step, time_step
 from policy.rules.verify import verify_code
@@ -26,8 +27,6 @@ LDAP_BLOCKS = 5                 # ... in blocks, the clients alternating
 WARM_VERIFY = "verify_code (count-attempt CAS modify + HMAC window + success CAS modify)"
 WARM_READ_VERIFY = "read_token + verify_code (2 searches + 2 modifies)"
 WARM_HMAC = "matching_step alone (HMAC window, no directory)"
-TOKEN_ATTRS = ["oathSecret", "oathTOTPParams", "oathTOTPLastTimeStep", "oathFailureCount",
-               "oathLastFailure"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def ldap_op_costs(fx: Fixture, user: User, other: User) -> list[OpCost]:
 
     def next_step() -> tuple[str, str, str]:
         step[0] += 1
-        return str(step[0] - 1), str(step[0]), time.strftime("%Y%m%d%H%M%SZ", time.gmtime())
+        return str(step[0] - 1), str(step[0]), gentime(time.time())
 
     def l3_search() -> None:
         l3.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=TOKEN_ATTRS)

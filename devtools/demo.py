@@ -62,7 +62,6 @@ def gate_config(config_path: str, port: int) -> None:
     Path(config_path).write_text(toml_with(text, {"web": {
         "trusted_proxies": "1", "portal_url": toml_value(f"http://127.0.0.1:{port}"),
         "protected_hosts": toml_value(["127.0.0.1"])}}))
-    load_config(config_path)
 
 
 def serve(work: Path, port: int, share_port: int, config_path: str

@@ -25,16 +25,16 @@ from urllib.parse import quote
 import ldap3
 
 from .commands import free_port, run, stop_process, tcp_free
-from .slapd_files import (ADMIN_DN, BASE_DN, DEMO_USERS, ENROLL_DN, LDAP_DIR, PEOPLE_DN,
-                          REPLICATOR_DN, ROLE_GROUP_DN, SERVICE_DN, TOKENS_DN, bootstrap_ldif,
-                          bulk_ldif, tree_ldif, write, write_config)
+from .slapd_files import (ADMIN_DN, BASE_DN, ENROLL_DN, LDAP_DIR, PEOPLE_DN, ROLE_GROUP_DN,
+                          SERVICE_DN, TOKENS_DN, bootstrap_ldif, bulk_ldif, tree_ldif, write,
+                          write_config)
 from .tls import make_tls
 
 if TYPE_CHECKING:
     from policy.rules.totp import TotpParams
 
-__all__ = ["ADMIN_DN", "BASE_DN", "DEMO_USERS", "ENROLL_DN", "PEOPLE_DN", "REPLICATOR_DN",
-           "ROLE_GROUP_DN", "SERVICE_DN", "TOKENS_DN", "DevLdap", "add_user",
+__all__ = ["ADMIN_DN", "BASE_DN", "ENROLL_DN", "PEOPLE_DN", "ROLE_GROUP_DN", "SERVICE_DN",
+           "TOKENS_DN", "DevLdap", "add_user",
            "admin_connection", "apply_ldif", "free_port", "link_new_token", "restart", "start",
            "stop"]
 START_TIMEOUT = 10.0
@@ -226,9 +226,9 @@ def apply_ldif(handle: DevLdap, ldif: str) -> None:
     run("ldapmodify", "-Q", "-Y", "EXTERNAL", "-H", handle.ldapi_uri, input=ldif, timeout=30)
 
 
-def admin_connection(handle: DevLdap, uri: str | None = None) -> ldap3.Connection:
+def admin_connection(handle: DevLdap) -> ldap3.Connection:
     """Return a bound connection as the rootdn (bypasses every ACL)."""
-    server = ldap3.Server(uri or handle.uri, get_info=ldap3.NONE, connect_timeout=3)
+    server = ldap3.Server(handle.uri, get_info=ldap3.NONE, connect_timeout=3)
     return ldap3.Connection(server, handle.admin_dn, handle.admin_password,
                             auto_bind=True, raise_exceptions=True, receive_timeout=5)
 

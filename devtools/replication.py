@@ -96,9 +96,7 @@ def start_pair(dir: str, campus_networks: tuple[str, ...] = devldap.CAMPUS,
         for provider in reversed(pair.providers):  # the second first, as documented
             devldap.apply_ldif(provider, text)
         config = write_config(pair.dir, pair.uris, tuple(campus_networks), ca,
-                              secrets_dir=Path(first.dir))
-        text = config.read_text().replace("timeout = 3", f"timeout = {timeout}")
-        config.write_text(text)
+                              secrets_dir=Path(first.dir), timeout=timeout)
         pair.config_path = str(config)
         _replicating(pair)
         return pair

@@ -117,9 +117,10 @@ def tree_ldif(service_password: str, enroll_password: str, members: str = "") ->
 
 
 def write_config(root: Path, uris: list[str], campus_networks: tuple[str, ...],
-                 ca: Path | None, secrets_dir: Path | None = None) -> Path:
+                 ca: Path | None, secrets_dir: Path | None = None, timeout: int = 3) -> Path:
     """Write DIR/campus-mfa.toml (and the site's key); validate it with load_config. The
-    bind password files are those in ``secrets_dir`` (default DIR)."""
+    bind password files are those in ``secrets_dir`` (default DIR); ``timeout``:
+    ldap.timeout."""
     from policy.config import load_config
 
     secrets_dir = secrets_dir or root
@@ -132,7 +133,7 @@ def write_config(root: Path, uris: list[str], campus_networks: tuple[str, ...],
                  "bind_dn": SERVICE_DN, "bind_password_file": str(secrets_dir / "ldap.secret"),
                  "write_bind_dn": ENROLL_DN,
                  "write_bind_password_file": str(secrets_dir / "ldap-write.secret"),
-                 "timeout": 3, "start_tls": ca is not None,
+                 "timeout": timeout, "start_tls": ca is not None,
                  "ca_file": str(ca) if ca else ""},
         "policy": {"campus_networks": list(campus_networks)},
         "audit": {"syslog_socket": str(root / "syslog.sock")},
