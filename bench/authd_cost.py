@@ -57,7 +57,7 @@ class Batch:
 def authd_batches(fx: Fixture, user: User, authd: AuthdProcess) -> list[Batch]:
     """Campus back to back; off campus back to back; off campus spaced."""
     service = fx.mfa_services(authd.path)["via authd"]
-    slapd_port = int(fx.ldap.uri.rsplit(":", 1)[1])
+    slapd_port = fx.ldap.port
 
     def campus() -> str:
         return ""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from devtools import devldap
+from devtools.commands import stop_process
+from devtools.nginx import wait_serving
 from policy.directory.enrollment import EnrollmentDirectory
 
 from .fixture import ROOT, Fixture
@@ -43,15 +44,7 @@ def site(fx: Fixture) -> list[Page]:
                              "enroll_web:create_app()"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                requests.get(base + "/login", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("gunicorn did not come up")
-                time.sleep(0.1)
+        wait_serving(port, "/login", [proc], "gunicorn", timeout=15)
         with EnrollmentDirectory(fx.config.ldap) as directory:
             directory.set_role(directory.find_user("alice")[0], True)
         http = requests.Session()
@@ -65,8 +58,7 @@ def site(fx: Fixture) -> list[Page]:
                 wrk("QR page (GET /mfa/token, signed in, campus)", base + "/mfa/token",
                     cookie)]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 def post_form(http: requests.Session, url: str, data: dict[str, str]) -> requests.Response:

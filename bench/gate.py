@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools import devldap
+from devtools.nginx import socket_dir, wait_serving
 from devtools.toml import toml_value, toml_with
 from policy.config import load_config
 
 from .enrollment_site import Page, post_form, wrk
 from .fixture import Fixture, User
 from .gate_profile import AppCost, app_cost
-from .gate_stack import SMALL_BODY, SMALL_FILE, Gunicorn, Nginx, Ports, get, socket_dir, \
-    wait_serving
+from .gate_stack import SMALL_BODY, SMALL_FILE, Gunicorn, Nginx, Ports, get
 from .pamrun import children_cpu_ms, proc_cpu_ms, tcp_established, tree_cpu_ms
 
 GATE_ROUNDS = 7
@@ -161,7 +161,7 @@ def gate(fx: Fixture, user: User) -> Gate:
 def measure(fx: Fixture, nginx: Nginx, site: str, port: int, app_pid: int | None,
             cookie: str) -> GateRun:
     """One wrk run on ``site``, with the CPU of nginx, the app, wrk and slapd meanwhile."""
-    slapd_port = int(fx.ldap.uri.rsplit(":", 1)[1])
+    slapd_port = fx.ldap.port
     nginx.clear_log(site)
     conns0, slapd0 = to_slapd(slapd_port), proc_cpu_ms(fx.ldap.pid)
     nginx0, app0 = tree_cpu_ms(nginx.pid), tree_cpu_ms(app_pid) if app_pid else 0.0

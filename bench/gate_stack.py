@@ -10,16 +10,14 @@ once, so an edit of the snippet that the bench relies on stops it loudly).
 """
 from __future__ import annotations
 
-import grp
 import http.client
 import os
-import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from devtools import nginx
+from devtools.commands import stop_process
 
 from .fixture import ROOT
 
@@ -31,28 +29,27 @@ SMALL_FILE = "small.txt"
 SMALL_BODY = b"A small file behind the gate.\n" * 16     # 480 bytes
 
 SITE = """\
-	server {{  # the small file behind the gate, asking the portal
-		listen 127.0.0.1:{gated};
-		root {html};
-		access_log {prefix}/gated.log status;
-		include {prefix}/gate-portal.conf;
-	}}
-	server {{  # the same file, no gate
-		listen 127.0.0.1:{ungated};
-		root {html};
-		access_log {prefix}/ungated.log status;
-	}}
-	server {{  # the same file behind the same snippet, asking the bare /auth
-		listen 127.0.0.1:{bare};
-		root {html};
-		access_log {prefix}/bare.log status;
-		include {prefix}/gate-bare.conf;
-	}}
-	server {{  # the portal, for signing in (the shipped site's location, plain HTTP)
-		listen 127.0.0.1:{portal};
-		access_log {prefix}/portal.log status;
-{portal_location}
-	}}
+server {{  # the small file behind the gate, asking the portal
+	listen 127.0.0.1:{gated};
+	root {html};
+	access_log {prefix}/gated.log status;
+	include {prefix}/gate-portal.conf;
+}}
+server {{  # the same file, no gate
+	listen 127.0.0.1:{ungated};
+	root {html};
+	access_log {prefix}/ungated.log status;
+}}
+server {{  # the same file behind the same snippet, asking the bare /auth
+	listen 127.0.0.1:{bare};
+	root {html};
+	access_log {prefix}/bare.log status;
+	include {prefix}/gate-bare.conf;
+}}
+server {{  # the portal, for signing in (the shipped site's location, plain HTTP)
+	listen 127.0.0.1:{portal};
+	access_log {prefix}/portal.log status;
+{portal_location}}}
 """
 
 
@@ -74,11 +71,9 @@ class Nginx(nginx.Nginx):
             nginx.gate_snippet(f"unix:{portal_socket}", "127.0.0.1"))
         (prefix / "gate-bare.conf").write_text(
             nginx.gate_snippet(f"unix:{bare_socket}", "127.0.0.1"))
-        location = nginx.portal_location(f"unix:{portal_socket}").replace("\n\t", "\n\t\t")
-        super().__init__(prefix, SITE.format(prefix=prefix, html=html,
-                                             portal_location="\t" + location.rstrip("\n"),
-                                             **vars(ports)),
-                         workers="auto", connections=1024, level="warn")
+        site = SITE.format(prefix=prefix, html=html, **vars(ports),
+                           portal_location=nginx.portal_location(f"unix:{portal_socket}"))
+        super().__init__(prefix, site, workers="auto", connections=1024, level="warn")
 
     def statuses(self, site: str) -> dict[int, int]:
         """How many requests of each status ``site``'s access log holds."""
@@ -110,13 +105,7 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process(self.proc, timeout=15, group=True)
         self.log.close()
 
 
@@ -131,23 +120,3 @@ def get(port: int, path: str, cookie: str = "") -> tuple[int, dict[str, str], by
     finally:
         conn.close()
 
-
-def wait_serving(port: int, path: str, procs: list[subprocess.Popen], what: str) -> None:
-    """Until GET ``path`` answers 200 through nginx (nginx says 502 until the app is up)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if get(port, path)[0] == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError(f"{what} did not come up")
-        time.sleep(0.1)
-
-
-def socket_dir(path: Path) -> Path:
-    """A directory for the sockets that nginx's workers (www-data) may enter."""
-    path.mkdir(mode=0o750)
-    os.chown(path, 0, grp.getgrnam("www-data").gr_gid)
-    return path

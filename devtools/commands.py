@@ -2,6 +2,7 @@
 stop a process; find a free port on loopback."""
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -17,15 +18,18 @@ def run(*args: str, input: str | None = None, timeout: float = 60) -> str:
     return done.stdout
 
 
-def stop_process(proc: subprocess.Popen, how: int = signal.SIGTERM, timeout: float = 10) -> int:
+def stop_process(proc: subprocess.Popen, how: int = signal.SIGTERM, timeout: float = 10, *,
+                 group: bool = False) -> int:
     """Send ``how`` to ``proc`` (if it still runs), wait up to ``timeout`` seconds, then kill
-    it; its exit status."""
+    it; its exit status. ``group``: to its whole process group (a gunicorn master and its
+    workers, started with start_new_session)."""
     if proc.poll() is None:
-        proc.send_signal(how)
+        signal_it = (lambda sig: os.killpg(proc.pid, sig)) if group else proc.send_signal
+        signal_it(how)
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            signal_it(signal.SIGKILL)
     return proc.wait()
 
 

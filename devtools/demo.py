@@ -7,15 +7,12 @@ Not part of the installed packages: it writes /etc/pam.d/campus-mfa-demo and run
 from __future__ import annotations
 
 import argparse
-import grp
-import http.client
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from policy.config import load_config
@@ -69,9 +66,7 @@ def serve(work: Path, port: int, share_port: int, config_path: str
     """gunicorn on a unix socket that nginx's workers reach (as the unit makes it), and
     nginx with the portal and the share; returns once the portal answers through nginx."""
     work.chmod(0o711)
-    run_dir = work / "run"
-    run_dir.mkdir(mode=0o750)
-    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
+    run_dir = nginx.socket_dir(work / "run")
     share = work / "share"
     share.mkdir(mode=0o755)
     (share / "report.txt").write_text("A file of the demo share, behind the gate.\n")
@@ -88,21 +83,13 @@ def serve(work: Path, port: int, share_port: int, config_path: str
     server = nginx.Nginx(prefix, DEMO_SITES.format(
         port=port, share_port=share_port, prefix=prefix, share=share,
         location=nginx.portal_location(f"unix:{socket}")), level="warn")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/login")
-            if conn.getresponse().status == 200:
-                return site, server
-        except OSError:
-            pass
-        if time.monotonic() > deadline or site.poll() is not None \
-                or server.proc.poll() is not None:
-            stop_process(site)
-            server.stop()
-            raise RuntimeError(f"the demo site did not come up:\n{server.errors()}")
-        time.sleep(0.2)
+    try:
+        nginx.wait_serving(port, "/login", [site, server.proc], "the demo site")
+    except RuntimeError as err:
+        stop_process(site)
+        server.stop()
+        raise RuntimeError(f"{err}:\n{server.errors()}") from None
+    return site, server
 
 
 def print_audit_lines(path: str) -> SyslogListener:

@@ -57,6 +57,11 @@ class DevLdap:
     debug: str = "none"      # slapd -d: what it writes to DIR/slapd.log
 
     @property
+    def port(self) -> int:
+        """The TCP port of ``uri`` (ldap://127.0.0.1:PORT)."""
+        return int(self.uri.rsplit(":", 1)[1])
+
+    @property
     def ldapi_uri(self) -> str:
         """The local socket slapd also listens on; root manages cn=config through it
         (``ldapmodify -Y EXTERNAL -H URI``), as on a Debian install."""
@@ -143,7 +148,7 @@ def _launch(handle: DevLdap) -> DevLdap:
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
     write(root / "slapd.pid", f"{proc.pid}\n", 0o644)
-    _wait_until_up(int(handle.uri.rsplit(":", 1)[1]), handle.uri, proc, log)
+    _wait_until_up(handle.port, handle.uri, proc, log)
     _children[proc.pid] = proc
     return dataclasses.replace(handle, pid=proc.pid)
 

@@ -4,8 +4,12 @@ substitutions a deployment makes. Used by `make demo`, the bench (bench/gate_sta
 the tests (tests/support/weblab.py, which runs it in a network namespace)."""
 from __future__ import annotations
 
+import grp
+import http.client
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from .commands import stop_process
@@ -75,6 +79,34 @@ def gate_snippet(backend: str, host: str | None = None) -> str:
         table.append(("proxy_set_header Host mfa.example.edu;",
                       f"proxy_set_header Host {host};", 1))
     return substitute(SNIPPET.read_text(), table, str(SNIPPET))
+
+
+def socket_dir(path: Path) -> Path:
+    """A directory for the sockets that nginx's workers (www-data) may enter, as the unit's
+    RuntimeDirectory is."""
+    path.mkdir(mode=0o750)
+    os.chown(path, 0, grp.getgrnam("www-data").gr_gid)
+    return path
+
+
+def wait_serving(port: int, path: str, procs: list[subprocess.Popen], what: str,
+                 timeout: float = 30) -> None:
+    """Until GET ``path`` on 127.0.0.1:``port`` answers 200 (nginx says 502 until the app
+    behind it is up); RuntimeError if one of ``procs`` ends or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{what} did not come up")
+        time.sleep(0.1)
 
 
 class Nginx:

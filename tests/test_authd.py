@@ -429,7 +429,7 @@ def test_logins_left_at_the_prompt_hold_no_directory_connection(pam, authd):
     left at "Verification code: " must not hold 100 of slapd's connections, and a login
     that comes meanwhile still gets through."""
     user = pam.enrolled()
-    port = int(pam.slapd.uri.rsplit(":", 1)[1])
+    port = pam.slapd.port
     service = pam.service(stack=stack(pam.config(), authd.path))
     before = directory_connections(port)
     waiting = [subprocess.Popen(pamtester_args(service, user.uid, OFF_CAMPUS),

@@ -70,7 +70,7 @@ def test_check_prints_the_decision_word_first(slapd, fresh_user, tmp_path):
 
 def test_check_with_the_directory_down_is_the_pam_decision(slapd, tmp_path):
     text = Path(slapd.config_path).read_text()
-    port = slapd.uri.rsplit(":", 1)[1]
+    port = slapd.port
     dead = tmp_path / "dead.toml"
     dead.write_text(text.replace(f":{port}", ":1"))
     campus = cli(slapd, "check", "alice", "--from", "127.0.0.9", config=str(dead))
@@ -92,7 +92,7 @@ def test_errors_are_one_line_with_documented_exit_codes(slapd, tmp_path):
     usage = cli(slapd, "frobnicate")
     assert usage.returncode == 2
     text = Path(slapd.config_path).read_text()
-    port = slapd.uri.rsplit(":", 1)[1]
+    port = slapd.port
     dead = tmp_path / "dead.toml"
     dead.write_text(text.replace(f":{port}", ":1"))
     down = cli(slapd, "status", "alice", config=str(dead))
@@ -142,7 +142,7 @@ def test_purge_pending_deletes_only_old_unconfirmed_tokens(slapd, fresh_user):
 def test_doctor_names_the_transport_checks_every_group_and_warns_of_wide_campus_sets(
         slapd, tmp_path):
     text = Path(slapd.config_path).read_text()
-    port = slapd.uri.rsplit(":", 1)[1]
+    port = slapd.port
     out = cli(slapd, "doctor")
     assert out.returncode == 0, out.stdout
     assert (f"ok   ldap://127.0.0.1:{port}: plain LDAP on loopback; bind as "

@@ -150,11 +150,11 @@ def own_slapd(h: Harness):  # type: ignore[no-untyped-def]
     """A second slapd that this test may stop; the config (and the relay) point at it."""
     handle = devldap.start(str(h.dir / "own-ldap"), devldap.free_port(), campus_networks=CAMPUS)
     try:
-        h.relay.target = int(handle.uri.rsplit(":", 1)[1])
+        h.relay.target = handle.port
         h.write_config(ldap=handle)
         yield handle
     finally:
-        h.relay.target = int(h.ldap.uri.rsplit(":", 1)[1])
+        h.relay.target = h.ldap.port
         try:
             os.kill(handle.pid, signal.SIGCONT)
         except ProcessLookupError:
@@ -171,7 +171,7 @@ def test_5_slapd_stopped(h: Harness, make_user, own_slapd: devldap.DevLdap, how:
         os.kill(own_slapd.pid, signal.SIGSTOP)
     else:  # killed, its files (and the service password file) left in place
         os.kill(own_slapd.pid, signal.SIGKILL)
-        port = int(own_slapd.uri.rsplit(":", 1)[1])
+        port = own_slapd.port
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:

@@ -50,7 +50,7 @@ def test_a_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp_path):
 def test_a_certificate_for_another_name_is_refused(tls_slapd):
     """The certificate names only IP 127.0.0.1; "localhost" reaches the same slapd."""
     config = load_config(tls_slapd.config_path)
-    port = tls_slapd.uri.rsplit(":", 1)[1]
+    port = tls_slapd.port
     ldap = dataclasses.replace(config.ldap, uris=(f"ldap://localhost:{port}",))
     with ServiceDirectory(ldap) as directory:
         with pytest.raises(DirectoryUnavailable, match="doesn't match any name"):

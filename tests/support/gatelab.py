@@ -17,7 +17,6 @@ processes.
 """
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import re
@@ -153,9 +152,7 @@ def deployed(net: Lab, slapd: devldap.DevLdap, redis: RedisServer) -> Iterator[G
     work = work_dir("gate")
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, work, ignore_errors=True)
-        run_dir = work / "run"
-        run_dir.mkdir(mode=0o750)
-        os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
+        run_dir = nginx.socket_dir(work / "run")
         audit = SyslogListener(str(work / "syslog.sock"))
         stack.callback(audit.close)
         config = work / "campus-mfa.toml"

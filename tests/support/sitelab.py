@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import nginx
+from devtools.commands import stop_process
 from devtools.syslog import SyslogListener
 from devtools.tls import Tls, make_tls
 from devtools.toml import toml_value, toml_with
@@ -78,9 +79,7 @@ def gunicorn(argv: list[str], config: Path, log: Path, **popen: Any
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)  # the master and its worker
-                proc.wait(15)
+            stop_process(proc, timeout=15, group=True)  # the master and its workers
 
 
 @dataclass
@@ -127,9 +126,7 @@ def deployed(net: Lab, config_text: str, campus_networks: tuple[str, ...]) -> It
     the socket is root:www-data 0660 and nginx's workers run as www-data. ``net``: the lab
     (netns.lab()); ``config_text``: a campus-mfa.toml for the directory to use."""
     work = work_dir("site")
-    run_dir = work / "run"
-    run_dir.mkdir(mode=0o750)
-    os.chown(run_dir, 0, grp.getgrnam("www-data").gr_gid)
+    run_dir = nginx.socket_dir(work / "run")
     socket_path = str(run_dir / "web.sock")
     audit = SyslogListener(str(work / "syslog.sock"))
     config = work / "campus-mfa.toml"
@@ -140,7 +137,7 @@ def deployed(net: Lab, config_text: str, campus_networks: tuple[str, ...]) -> It
                 "session_dir": toml_value(str(work / "sessions"))}}))
     tls = make_tls(work / "tls", HOST)
     log = work / "gunicorn.log"
-    nginx = None
+    proxy = None
     try:
         with gunicorn(unit_gunicorn(socket_path), config, log, group="www-data",
                       extra_groups=[]) as proc:
@@ -148,10 +145,10 @@ def deployed(net: Lab, config_text: str, campus_networks: tuple[str, ...]) -> It
             info = os.stat(socket_path)  # as the unit makes it: nginx reaches it by group
             assert (info.st_mode & 0o777, grp.getgrgid(info.st_gid).gr_name) == \
                 (0o660, "www-data")
-            nginx = weblab.Nginx(net, work / "nginx", nginx_site(f"unix:{socket_path}", tls))
-            yield Site(net, tls, nginx, config, audit)
+            proxy = weblab.Nginx(net, work / "nginx", nginx_site(f"unix:{socket_path}", tls))
+            yield Site(net, tls, proxy, config, audit)
     finally:
-        if nginx is not None:
-            nginx.stop()
+        if proxy is not None:
+            proxy.stop()
         audit.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -252,7 +252,7 @@ def harness(net: Lab, slapd: devldap.DevLdap, authd: AuthdProcess) -> Iterator[H
     h = relay = audit = None
     try:
         audit = SyslogListener(str(work / "syslog.sock"))
-        relay = Relay(net.server, int(slapd.uri.rsplit(":", 1)[1]))
+        relay = Relay(net.server, slapd.port)
         h = Harness(net=net, dir=work, config_path=work / "campus-mfa.toml", audit=audit,
                     relay=relay, ldap=slapd, sshd_log=work / f"{SERVICE}.log", authd=authd)
         h.write_config()
