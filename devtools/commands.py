@@ -1,11 +1,14 @@
 """Run a command the tests, the demo or a throwaway slapd need, and fail with what it said;
-stop a process; find a free port on loopback."""
+run this tree's admin command; stop a process; find a free port on loopback."""
 from __future__ import annotations
 
 import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, input: str | None = None, timeout: float = 60) -> str:
@@ -16,6 +19,15 @@ def run(*args: str, input: str | None = None, timeout: float = 60) -> str:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n"
                            f"{done.stdout}{done.stderr}")
     return done.stdout
+
+
+def campus_mfa(config: str | Path, *args: str, stdin: str | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """campus-mfa, the admin command (``python3 -m policy`` from this tree), on ``config``:
+    its exit status and what it printed."""
+    return subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", str(config), *args],
+                          cwd=ROOT, input=stdin, capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def stop_process(proc: subprocess.Popen, how: int = signal.SIGTERM, timeout: float = 10, *,

@@ -12,7 +12,6 @@ Screenshots of every screen go to $CAMPUS_MFA_ARTIFACTS or tests/artifacts/.
 from __future__ import annotations
 
 import http.client
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,13 +20,12 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from devtools.oathtool import oathtool
-from support import weblab
+from support import ARTIFACTS, weblab
 from support.netns import CLIENT
 from support.sitelab import HOST, ask, gunicorn, wait_until_serving
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
 COOKIE = "__Host-campus-mfa"
 BASE32_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, for `campus-mfa import`
 
@@ -136,14 +134,15 @@ def test_admin_reset_ends_a_session_over_https(site, fresh_user):
     """``campus-mfa reset`` on another host's command line: the next request of a session
     signed in before is sent to log in, and so is every later one with that cookie."""
     uid, password = fresh_user()
-    admin = ["/usr/bin/python3", "-m", "policy", "--config", str(site.config)]
-    subprocess.run([*admin, "import", uid, "--secret", "-"], input=BASE32_SECRET + "\n",
-                   cwd=ROOT, check=True, capture_output=True, text=True)
+    imported = campus_mfa(site.config, "import", uid, "--secret", "-",
+                          stdin=BASE32_SECRET + "\n")
+    assert imported.returncode == 0, imported.stderr
     client = site.client("campus")
     assert client.post_form("/login", {"username": uid, "password": password}).status == 302
     assert '<strong id="mfa-status">On</strong>' in client.get("/mfa").body
     copied = dict(client.cookies)
-    subprocess.run([*admin, "reset", uid], cwd=ROOT, check=True, capture_output=True)
+    reset = campus_mfa(site.config, "reset", uid)
+    assert reset.returncode == 0, reset.stderr
     ended = client.get("/mfa")
     assert ended.status == 302 and ended.location == "/login"
     assert "Your session has ended" in client.get("/login").body

@@ -1,24 +1,20 @@
 """The admin command against the real slapd, run as a separate process like a helpdesk would."""
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 from policy.errors import EntryError
 from policy.rules.totp import TotpParams, new_secret, to_base32
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def cli(slapd, *args, stdin=None, config=None):
-    return subprocess.run(
-        ["/usr/bin/python3", "-m", "policy", "--config", config or slapd.config_path, *args],
-        cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60)
+    return campus_mfa(config or slapd.config_path, *args, stdin=stdin)
 
 
 def test_grant_status_import_unlock_reset_revoke(slapd, fresh_user):

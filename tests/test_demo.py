@@ -13,8 +13,10 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from devtools.oathtool import oathtool
 from devtools.pamtester import CODE_PROMPT, SUCCESS, run_pamtester
+from support.site import csrf_token
 
 pytestmark = pytest.mark.slapd  # the demo starts a slapd of its own
 
@@ -47,7 +49,7 @@ def signs_in_to_the_share(port, share_port):
     assert (status, headers["Location"]) == (302, f"http://127.0.0.1:{port}{login}")
     status, headers, page = get(port, login)
     cookie = headers["Set-Cookie"].split(";", 1)[0]
-    token = re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+    token = csrf_token(page)
     status, headers, _ = get(port, login, cookie, urlencode(
         {"username": "bob", "password": "bob-pass", "csrf_token": token}))
     assert status == 302, status
@@ -77,8 +79,7 @@ def test_demo_runs_and_cleans_up_after_ctrl_c():
         work = Path(config).parent.parent
         assert pamtester("127.0.0.1", "alice").stdout.strip() == SUCCESS
         secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-        subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", config, "import",
-                        "alice", "--secret", secret], cwd=ROOT, check=True, capture_output=True)
+        assert campus_mfa(config, "import", "alice", "--secret", secret).returncode == 0
         off = pamtester("203.0.113.7", "alice", [oathtool(secret)])
         assert CODE_PROMPT in off.output
         assert off.stdout.strip().endswith(SUCCESS)

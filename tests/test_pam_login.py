@@ -12,11 +12,12 @@ import time
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from devtools.pamtester import AUTH_ERR, CODE_PROMPT, SUCCESS, UNAVAIL, pamtester_args
 from devtools.syslog import AUTHPRIV_INFO, AUTHPRIV_WARNING
 from policy.messages import LOCKED_MESSAGE, MISMATCH_MESSAGE, SET_UP_MESSAGE
 from policy.rules.totp import TotpParams
-from support.pamlab import CAMPUS_ADDRESS, OFF_CAMPUS, PYTHON, ROOT, service_name
+from support.pamlab import CAMPUS_ADDRESS, OFF_CAMPUS, service_name
 from support.utmp import USER_PROCESS
 
 ON = "2-step verification is on"
@@ -331,9 +332,7 @@ def test_lockout_is_shared_by_hosts_and_refuses_a_correct_code_until_reset(pam):
     assert pam.audit(2)[1]["reason"] == f"off-campus source {OFF_CAMPUS}; {ON}; token locked"
 
     # The helpdesk unlocks with the admin command; the correct code works again.
-    unlock = subprocess.run([PYTHON, "-m", "policy", "--config", pam.slapd.config_path,
-                             "unlock", user.uid], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30, check=False)
+    unlock = campus_mfa(pam.slapd.config_path, "unlock", user.uid)
     assert (unlock.returncode, unlock.stdout) == (0, f"{user.uid}: unlocked\n")
     assert pam.token(user.token_dn)["failures"] == 0
     assert pam.run(host_b, user.uid, OFF_CAMPUS, [user.code()]).verdict == SUCCESS
@@ -342,9 +341,7 @@ def test_lockout_is_shared_by_hosts_and_refuses_a_correct_code_until_reset(pam):
 def test_reset_by_the_helpdesk_turns_the_code_off(pam):
     user = pam.enrolled()
     service = pam.service()
-    reset = subprocess.run([PYTHON, "-m", "policy", "--config", pam.slapd.config_path,
-                            "reset", user.uid], cwd=ROOT, capture_output=True, text=True,
-                           timeout=30, check=False)
+    reset = campus_mfa(pam.slapd.config_path, "reset", user.uid)
     assert reset.returncode == 0, reset.stderr
     run = pam.run(service, user.uid, OFF_CAMPUS)
     assert run.verdict == SUCCESS and run.prompts == 0  # opt-in, and no token any more

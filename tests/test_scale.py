@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from devtools.oathtool import oathtool
 from devtools.pamtester import SUCCESS, run_pamtester
 from devtools.slapd_files import PEOPLE_DN, bulk_secret
@@ -33,12 +34,11 @@ from devtools.toml import toml_with
 from policy.config import load_config
 from policy.directory.enrollment import EnrollmentDirectory
 from policy.rules.totp import TotpParams, new_secret, to_base32
+from support import ARTIFACTS
 from support.pamlab import MODULE, OFF_CAMPUS, service_name
 
 pytestmark = pytest.mark.slapd
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("CAMPUS_MFA_ARTIFACTS") or ROOT / "tests" / "artifacts")
 USERS, MEMBERS, TOKENS = 100_000, 100_000, 50_000
 ROUNDS = 10            # of LOGINS logins in each directory, the two in turn
 LOGINS = 40
@@ -124,8 +124,7 @@ def cpu_seconds(*pids: int) -> float:
 
 def cli(config: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    out = subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", config, *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = campus_mfa(config, *args, timeout=120)
     return out, time.monotonic() - started
 
 

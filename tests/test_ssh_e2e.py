@@ -471,15 +471,10 @@ def test_9_a_code_used_over_ssh_is_refused_at_the_gate(h: Harness, make_user,
     code = user.code()
     over_ssh = ssh(h, "off", "v4", user, codes=(code,))
     assert over_ssh.ok, explain(h, over_ssh)
-    portal, files = gate.clients("off")
-    login = files.get("/share/").location
-    assert login.startswith(f"https://{sitelab.HOST}/login?rd=")
-    step = portal.post_form(login.removeprefix(f"https://{sitelab.HOST}"),
-                            {"username": user.name, "password": user.password})
-    assert step.status == 302 and step.location.startswith("/verify?")
-    same = portal.post_form(step.location, {"code": code})
+    portal, files, verify = gate.password_step("off", user.name, user.password, "/share/")
+    same = portal.post_form(verify, {"code": code})
     assert same.status == 200 and MISMATCH_MESSAGE in same.body
     assert files.get("/share/").status == 302
-    later = portal.post_form(step.location, {"code": user.code(30)})
+    later = portal.post_form(verify, {"code": user.code(30)})
     assert later.status == 302 and later.location == gate.url("/share/")
     assert files.get("/share/").status == 200

@@ -5,6 +5,7 @@ import gc
 import pytest
 
 from devtools import devldap
+from devtools.commands import campus_mfa
 from policy.config import load_config
 from policy.directory.service import ServiceDirectory
 from policy.errors import DirectoryUnavailable
@@ -59,11 +60,6 @@ def test_a_certificate_for_another_name_is_refused(tls_slapd):
 
 
 def test_doctor_says_the_directory_is_reached_with_start_tls(tls_slapd):
-    import subprocess
-    from pathlib import Path
-
-    done = subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", tls_slapd.config_path,
-                           "doctor"], cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=60)
+    done = campus_mfa(tls_slapd.config_path, "doctor")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"ok   {tls_slapd.uri}: StartTLS; bind as {devldap.SERVICE_DN}\n" in done.stdout

@@ -5,14 +5,13 @@ runs as its own process, as a helpdesk runs it."""
 from __future__ import annotations
 
 import struct
-import subprocess
 import time
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 
 import pytest
 from flask import request
 
+from devtools.commands import campus_mfa
 from enroll_web import create_app
 from enroll_web.sessions import KEY_PREFIX, SESSION_FILE_THRESHOLD
 from policy.errors import ConfigError
@@ -20,12 +19,9 @@ from policy.messages import SESSION_ENDED_MESSAGE
 from support.site import (CAMPUS, client_at, enroll, login, post_form, read_state, session_cookie,
                           session_id, stored_session, web_config)
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def cli(config_path: str, *args: str) -> None:
-    done = subprocess.run(["/usr/bin/python3", "-m", "policy", "--config", config_path, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = campus_mfa(config_path, *args)
     assert done.returncode == 0, done.stderr
 
 

@@ -28,12 +28,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import quote
 
 from devtools import devldap, nginx
 from devtools.redis import RedisServer
 from devtools.slapd_files import BASE_DN, SERVICE_DN
 from devtools.syslog import SyslogListener
-from devtools.tls import make_tls
+from devtools.tls import Tls, make_tls
 from devtools.toml import toml_value, toml_with
 from support import weblab
 from support.netns import CAMPUS_NETWORKS, Lab, work_dir
@@ -91,7 +92,7 @@ def readme_server_block() -> str:
     return found.group(1)
 
 
-def files_site(tls: weblab.Tls, snippet: Path, upstream: str, share: Path, temp: Path) -> str:
+def files_site(tls: Tls, snippet: Path, upstream: str, share: Path, temp: Path) -> str:
     """The README's block with this lab's certificate, snippet and application, and the
     file share (autoindex, WebDAV) in a location of its own."""
     share_location = (
@@ -119,7 +120,6 @@ class Gate:
 
     site: Site
     upstream: Upstream
-    redis: RedisServer
     share: Path
     sockets: list[str] = field(default_factory=list)
 
@@ -133,10 +133,20 @@ class Gate:
         files.cookies = portal.cookies
         return portal, files
 
-    def backends_used(self) -> set[str]:
-        """The portal sockets nginx passed requests to (its access log)."""
-        log = (self.site.nginx.prefix / "access.log").read_text()
-        return {socket for socket in self.sockets if f"unix:{socket}" in log}
+    def password_step(self, where: str, uid: str, password: str, page: str = "/app/",
+                      headers: dict[str, str] | None = None
+                      ) -> tuple[weblab.Client, weblab.Client, str]:
+        """From ``where``, ask for ``page`` on the protected site, be sent to the portal's
+        sign-in (``rd``: exactly that page) and give the password: (portal, files, the
+        portal's next step, /verify?...)."""
+        portal, files = self.clients(where)
+        first = files.get(page, headers=headers)
+        sign_in = f"https://{HOST}/login?rd={quote(self.url(page), safe='')}"
+        assert (first.status, first.location) == (302, sign_in), first
+        step = portal.post_form(sign_in.removeprefix(f"https://{HOST}"),
+                                {"username": uid, "password": password}, headers=headers)
+        assert step.status == 302 and step.location.startswith("/verify?"), step
+        return portal, files, step.location
 
 
 @contextmanager
@@ -198,4 +208,4 @@ def deployed(net: Lab, slapd: devldap.DevLdap, redis: RedisServer) -> Iterator[G
                        nginx_dir / "temp" / "dav"))))
         stack.callback(server.stop)
         site = Site(net, tls, server, config, audit, hosts=(HOST, FILES))
-        yield Gate(site, upstream, redis, share, sockets)
+        yield Gate(site, upstream, share, sockets)

@@ -6,6 +6,7 @@ import dataclasses
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -36,6 +37,21 @@ def client_at(app: Flask, address: str) -> FlaskClient:
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = address
     return client
+
+
+def with_cookies_of(client: FlaskClient, app: Flask) -> FlaskClient:
+    """A client of ``app`` at ``client``'s address with its cookies: the same browser
+    answered by another process, or a copy of its cookies."""
+    other = client_at(app, client.environ_base["REMOTE_ADDR"])
+    for cookie in client.cookie_jar:
+        other.set_cookie(cookie.domain.lstrip(".") or "localhost", cookie.name, cookie.value)
+    return other
+
+
+def path_of(url: str) -> str:
+    """The path and query of ``url``: what a client asks the site it names for."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def session_cookie(client: FlaskClient) -> str:

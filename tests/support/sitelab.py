@@ -91,8 +91,8 @@ class Site:
     audit: SyslogListener
     hosts: tuple[str, ...] = (HOST,)   # the names nginx serves (the portal's first)
 
-    def url(self, path: str = "/", host: str = HOST) -> str:
-        return f"https://{host}{path}"
+    def url(self, path: str = "/") -> str:
+        return f"https://{HOST}{path}"
 
     def audit_line(self, fragment: str) -> str:
         """The audit line containing ``fragment``, once it arrived (within 5 s)."""
